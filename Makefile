@@ -1,0 +1,43 @@
+# Set-up commands: `make fit` (environment + main job on the synthetic corpus) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
+# Keep the two cores for the work itself rather than for oversubscribed BLAS threads.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: venv fit test test-slow lint ui bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24" 
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+fit: $(STAMP)
+	mkdir -p mlruns/artifacts
+	$(BIN)/stress-lightning fit --config conf/synthetic.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check stress_lightning tests benchmarks
+	$(BIN)/ruff format --check stress_lightning tests benchmarks
+
+ui: $(STAMP)
+	mkdir -p mlruns/artifacts
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_signals.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
