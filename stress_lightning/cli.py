@@ -1,2 +1,75 @@
-def main() -> None:
-    raise SystemExit("under construction")
+"""LightningCLI entry point: `stress-lightning fit|validate|test|predict --config conf/<experiment>.yaml`.
+
+The same `main` is installed as the `lightning` command, which the `lightning` package no longer ships.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on import
+
+from lightning.pytorch import LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
+from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+
+from stress_lightning.data.datamodules import ClipDataModule  # noqa: E402
+from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
+from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
+
+
+class MLflowSaveConfigCallback(SaveConfigCallback):
+    """Logs the resolved config to the MLflow run: the YAML as an artifact and every key as a flat parameter."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+        if not loggers or trainer.global_rank != 0:
+            return
+        yaml_text = self.parser.dump(self.config, skip_none=False)
+        flat = flatten_config(self.config.as_dict())
+        for logger in loggers:
+            log_config(logger.experiment, logger.run_id, yaml_text, flat)
+
+
+class StressLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After `fit`, test the best checkpoint on the held-out split (this runs export and registration "
+            "callbacks). Used by `fit` only.",
+        )
+        for name in ("fps", "roi_frames", "face_frames", "face_size", "roi_size"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if not self.config[self.subcommand].get("test_after_fit", True) or trainer.interrupted:
+            return
+        if trainer.fast_dev_run:
+            return
+        callback = trainer.checkpoint_callback
+        ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def main(args: list[str] | None = None) -> None:
+    StressLightningCLI(
+        MultiTaskStressModule,
+        ClipDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=MLflowSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        auto_configure_optimizers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

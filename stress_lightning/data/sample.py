@@ -1,0 +1,54 @@
+"""The one Sample type every corpus fills: a clip plus whatever labels it has, each with an explicit mask."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+
+EXPRESSION_NAMES: Final[tuple[str, ...]] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+STRESS_NAMES: Final[tuple[str, ...]] = ("low", "normal", "high")
+
+# Label keys and the mask that says whether a sample carries them.
+LABEL_MASKS: Final[dict[str, str]] = {
+    "expression": "expression_mask",
+    "hr_bpm": "hr_mask",
+    "rmssd_ms": "hrv_mask",
+    "lf_hf_ratio": "hrv_mask",
+    "stress": "stress_mask",
+}
+
+Sample = dict[str, torch.Tensor]
+
+
+def make_sample(
+    frames: torch.Tensor,
+    roi: torch.Tensor,
+    fps: float,
+    *,
+    expression: int | None = None,
+    hr_bpm: float | None = None,
+    rmssd_ms: float | None = None,
+    lf_hf_ratio: float | None = None,
+    stress: int | None = None,
+) -> Sample:
+    """Build a Sample; a label given as None is stored as zero with its mask False (never a sentinel)."""
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be [Tf, 3, H, W], got {tuple(frames.shape)}")
+    if roi.ndim != 4 or roi.shape[1] != 3:
+        raise ValueError(f"roi must be [Tr, 3, R, R], got {tuple(roi.shape)}")
+    hrv_known = rmssd_ms is not None and lf_hf_ratio is not None
+    return {
+        "frames": frames,
+        "roi": roi,
+        "fps": torch.tensor(float(fps), dtype=torch.float32),
+        "expression": torch.tensor(expression if expression is not None else 0, dtype=torch.int64),
+        "expression_mask": torch.tensor(expression is not None),
+        "hr_bpm": torch.tensor(hr_bpm if hr_bpm is not None else 0.0, dtype=torch.float32),
+        "hr_mask": torch.tensor(hr_bpm is not None),
+        "rmssd_ms": torch.tensor(rmssd_ms if hrv_known else 0.0, dtype=torch.float32),
+        "lf_hf_ratio": torch.tensor(lf_hf_ratio if hrv_known else 0.0, dtype=torch.float32),
+        "hrv_mask": torch.tensor(hrv_known),
+        "stress": torch.tensor(stress if stress is not None else 0, dtype=torch.int64),
+        "stress_mask": torch.tensor(stress is not None),
+    }
