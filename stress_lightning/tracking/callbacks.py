@@ -1,0 +1,206 @@
+"""Lightning callbacks that put provenance, evaluation plots and the registered model into the MLflow run.
+
+Both read the run from the trainer's MLFlowLogger (`logger.run_id`; `logger.experiment` is an MlflowClient)
+and act on global rank 0 only. Without an MLflow logger they do nothing and say so once.
+
+Contract with the LightningModule (`stress_lightning.models.module`):
+- `pl_module.last_eval_outputs[stage]` for stage in {"val", "test"}: dict of 1-D numpy arrays for the last
+  finished evaluation epoch of that stage, each task's arrays holding only its labelled samples:
+  `expression_pred`, `expression_true`, `stress_pred`, `stress_true` (class indices), `hr_pred_bpm`,
+  `hr_true_bpm`.
+- `pl_module.expression_names`, `pl_module.stress_names`: class names in index order.
+- `pl_module.net`: the MultiTaskNet; `pl_module.example_input(batch_size) -> (frames, roi)` tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+
+from stress_lightning.tracking.params import provenance_tags
+from stress_lightning.tracking.plots import confusion_counts, confusion_matrix_figure, hr_trace_figure
+from stress_lightning.tracking.pyfunc import log_pyfunc_model
+from stress_lightning.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    DEFAULT_GATE_TAGS,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL_NAME,
+    ModelRegistry,
+)
+
+PLOTS_DIR = "plots"
+
+
+def find_mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
+    """The trainer's first MLFlowLogger, or None."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+
+
+class RunAwareCallback(Callback):
+    """Shared plumbing: locate the MLflow run on rank 0 and warn once when there is none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warned_no_logger = False
+
+    def _run(self, trainer: Trainer) -> tuple[MlflowClient, str] | None:
+        if not trainer.is_global_zero:
+            return None
+        logger = find_mlflow_logger(trainer)
+        if logger is None:
+            if not self._warned_no_logger:
+                rank_zero_warn(
+                    f"{type(self).__name__}: the trainer has no MLFlowLogger, so nothing is logged to MLflow "
+                    "(set trainer.logger to stress_lightning.tracking.StressMLFlowLogger)"
+                )
+                self._warned_no_logger = True
+            return None
+        return logger.experiment, logger.run_id
+
+
+class MLflowRunCallback(RunAwareCallback):
+    """Run provenance tags at fit/validate/test start; confusion matrices and HR plots after evaluation.
+
+    Tags: `git.commit`, `git.dirty`, `data.fingerprint` (from `trainer.datamodule.fingerprint` when present).
+    Plots (PNG artifacts): `plots/{stage}_expression_confusion.png`, `plots/{stage}_stress_confusion.png`,
+    `plots/{stage}_hr_bland_altman.png`, `plots/{stage}_hr_trace.png` for stage `test` after testing and `val`
+    after `validate` or at the end of `fit` (the last validation epoch).
+    """
+
+    def __init__(self, git_cwd: str | None = None) -> None:
+        super().__init__()
+        self.git_cwd = git_cwd
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage not in (TrainerFn.FITTING, TrainerFn.VALIDATING, TrainerFn.TESTING):
+            return
+        run = self._run(trainer)
+        if run is None:
+            return
+        client, run_id = run
+        datamodule = getattr(trainer, "datamodule", None)
+        fingerprint = getattr(datamodule, "fingerprint", None) if datamodule is not None else None
+        tags = provenance_tags(self.git_cwd, None if fingerprint is None else str(fingerprint))
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log_eval_plots(trainer, pl_module, "val")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Inside `fit` the last epoch's plots are logged by on_fit_end; here only a standalone `validate`.
+        if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
+            self._log_eval_plots(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log_eval_plots(trainer, pl_module, "test")
+
+    def _log_eval_plots(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        run = self._run(trainer)
+        if run is None:
+            return
+        client, run_id = run
+        outputs = getattr(pl_module, "last_eval_outputs", {}).get(stage)
+        if outputs is None:
+            rank_zero_info(f"MLflowRunCallback: no {stage} outputs on the module (last_eval_outputs); no plots")
+            return
+        for name, figure in eval_figures(outputs, pl_module.expression_names, pl_module.stress_names, stage).items():
+            client.log_figure(run_id, figure, f"{PLOTS_DIR}/{stage}_{name}.png")
+
+
+def eval_figures(
+    outputs: Mapping[str, np.ndarray],
+    expression_names: list[str],
+    stress_names: list[str],
+    stage: str,
+) -> dict[str, Figure]:
+    """Figures for one evaluation stage, keyed `expression_confusion`, `stress_confusion`, `hr_bland_altman`,
+    `hr_trace`; a task with no labelled samples gets no figure."""
+    # The Bland-Altman plot belongs to the signals library (shared with the benchmarks).
+    from stress_lightning.signals.metrics import bland_altman_plot
+
+    required = ("expression_pred", "expression_true", "stress_pred", "stress_true", "hr_pred_bpm", "hr_true_bpm")
+    missing = [k for k in required if k not in outputs]
+    if missing:
+        raise KeyError(f"last_eval_outputs[{stage!r}] lacks {missing} (has {sorted(outputs)})")
+    figures: dict[str, Figure] = {}
+    for task, names in (("expression", expression_names), ("stress", stress_names)):
+        true, pred = outputs[f"{task}_true"], outputs[f"{task}_pred"]
+        if len(true):
+            cm = confusion_counts(true, pred, len(names))
+            figures[f"{task}_confusion"] = confusion_matrix_figure(cm, names, f"{stage} {task} confusion")
+    hr_pred, hr_true = outputs["hr_pred_bpm"], outputs["hr_true_bpm"]
+    if len(hr_true):
+        figures["hr_bland_altman"] = bland_altman_plot(
+            hr_pred, hr_true, title=f"{stage} heart rate: rPPG vs ECG", units="bpm"
+        )
+        figures["hr_trace"] = hr_trace_figure(hr_pred, hr_true, title=f"{stage} heart rate")
+    return figures
+
+
+class RegistryCallback(RunAwareCallback):
+    """After test: log the pyfunc model, register it, alias it `challenger`, promote to `champion` if earned.
+
+    Put it after ExportCallback in `trainer.callbacks`: promotion requires the run tags in `require_tags`
+    (by default `export.onnx.status=ok`, set by ExportCallback).
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL_NAME,
+        artifact_name: str = "model",
+        metric: str = DEFAULT_METRIC,
+        champion_alias: str = CHAMPION,
+        challenger_alias: str = CHALLENGER,
+        require_tags: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.artifact_name = artifact_name
+        self.metric = metric
+        self.champion_alias = champion_alias
+        self.challenger_alias = challenger_alias
+        self.require_tags = dict(DEFAULT_GATE_TAGS if require_tags is None else require_tags)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        run = self._run(trainer)
+        if run is None:
+            return
+        client, run_id = run
+        frames, roi = pl_module.example_input(batch_size=1)
+        example = {"frames": frames.cpu().numpy(), "roi": roi.cpu().numpy()}
+        names = {"expression": list(pl_module.expression_names), "stress": list(pl_module.stress_names)}
+        info = log_pyfunc_model(
+            pl_module.net, names, example, name=self.artifact_name, run_id=run_id, tracking_uri=client.tracking_uri
+        )
+
+        registry = ModelRegistry(client=client)
+        version = registry.register(
+            run_id,
+            self.artifact_name,
+            name=self.model_name,
+            model_id=info.model_id,
+            challenger_alias=self.challenger_alias,
+        )
+        decision = registry.promote_if_better(
+            version,
+            name=self.model_name,
+            metric=self.metric,
+            alias=self.champion_alias,
+            require_tags=self.require_tags,
+        )
+        client.set_tag(run_id, "registry.model", self.model_name)
+        client.set_tag(run_id, "registry.version", version)
+        client.set_tag(run_id, "registry.decision", decision.reason)
+        rank_zero_info(
+            f"Registered {self.model_name} v{version} ({self.challenger_alias}); "
+            f"{self.champion_alias}: {'yes' if decision.promoted else 'no'} ({decision.reason})"
+        )

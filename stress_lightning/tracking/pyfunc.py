@@ -1,0 +1,260 @@
+"""The registered model: an `mlflow.pyfunc.PythonModel` around MultiTaskNet that returns one column per output.
+
+Artifacts are plain data: `net_config.json` (the net's import path and constructor kwargs), `state_dict.pt`
+(loaded with `weights_only=True`) and `labels.json` (class names). The model is logged "from code": MLflow
+stores a two-line script that imports `StressMultitaskModel` from this package, so nothing is pickled and
+loading needs this package installed.
+
+Input (a dict of float32 arrays, the tensor schema MLflow infers for dict-of-ndarray examples):
+`{"frames": [B,Tf,3,H,W], "roi": [B,Tr,3,R,R]}`, values in [0, 1].
+Output: a DataFrame with `expression`, `expression_prob_<name>`..., `hr_bpm`, `rmssd_ms`, `lf_hf_ratio`,
+`stress_level`, `stress_prob_<name>`....
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from torch import nn
+
+from stress_lightning.tracking.store import use_tracking_uri
+
+DEFAULT_NET_CLASS = "stress_lightning.models.net:MultiTaskNet"
+NET_CONFIG_ARTIFACT = "net_config"
+STATE_DICT_ARTIFACT = "state_dict"
+LABELS_ARTIFACT = "labels"
+INPUT_KEYS = ("frames", "roi")
+PREDICT_CHUNK = 16
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_net_class(path: str) -> type[nn.Module]:
+    """Import `module:Class` and check it is a torch Module with a `from_config` constructor."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"net class {path!r} must look like 'package.module:ClassName'")
+    cls: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        cls = getattr(cls, part)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "from_config")):
+        raise TypeError(f"net class {path!r} is not a torch.nn.Module with a from_config(dict) constructor")
+    return cls
+
+
+def _names_from(labels: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
+    for key in ("expression", "stress"):
+        if key not in labels or not labels[key]:
+            raise ValueError(f"labels: missing or empty class-name list {key!r} (got keys {sorted(labels)})")
+    return [str(n) for n in labels["expression"]], [str(n) for n in labels["stress"]]
+
+
+def predict_dataframe(
+    net: nn.Module,
+    frames: np.ndarray,
+    roi: np.ndarray,
+    expression_names: Sequence[str],
+    stress_names: Sequence[str],
+    chunk: int = PREDICT_CHUNK,
+) -> pd.DataFrame:
+    """Run `net` (eval, CPU or wherever it lives) on numpy clips and tabulate the outputs, one row per clip."""
+    device = next(net.parameters()).device
+    rows: list[dict[str, np.ndarray]] = []
+    with torch.inference_mode():
+        for start in range(0, frames.shape[0], chunk):
+            out = net(
+                torch.from_numpy(np.ascontiguousarray(frames[start : start + chunk])).to(device),
+                torch.from_numpy(np.ascontiguousarray(roi[start : start + chunk])).to(device),
+            )
+            rows.append({k: out[k].detach().float().cpu().numpy() for k in _USED_OUTPUTS})
+    merged = {k: np.concatenate([r[k] for r in rows]) for k in _USED_OUTPUTS}
+
+    expression_probs = merged["expression_probs"]
+    stress_probs = merged["stress_probs"]
+    if expression_probs.shape[1] != len(expression_names) or stress_probs.shape[1] != len(stress_names):
+        raise ValueError(
+            f"net outputs {expression_probs.shape[1]} expression / {stress_probs.shape[1]} stress classes but the "
+            f"labels name {len(expression_names)} / {len(stress_names)}"
+        )
+    table: dict[str, Any] = {"expression": np.asarray(expression_names)[expression_probs.argmax(axis=1)]}
+    for i, name in enumerate(expression_names):
+        table[f"expression_prob_{name}"] = expression_probs[:, i]
+    table["hr_bpm"] = merged["hr_bpm"].reshape(-1)
+    table["rmssd_ms"] = merged["rmssd_ms"].reshape(-1)
+    table["lf_hf_ratio"] = merged["lf_hf_ratio"].reshape(-1)
+    table["stress_level"] = np.asarray(stress_names)[stress_probs.argmax(axis=1)]
+    for i, name in enumerate(stress_names):
+        table[f"stress_prob_{name}"] = stress_probs[:, i]
+    return pd.DataFrame(table)
+
+
+_USED_OUTPUTS = ("expression_probs", "hr_bpm", "rmssd_ms", "lf_hf_ratio", "stress_probs")
+
+
+def _clip_arrays(model_input: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(model_input, Mapping):
+        raise TypeError(
+            f"model input must be a dict {{'frames': [B,Tf,3,H,W], 'roi': [B,Tr,3,R,R]}} of float32 arrays, "
+            f"got {type(model_input).__name__}"
+        )
+    missing = [k for k in INPUT_KEYS if k not in model_input]
+    if missing:
+        raise KeyError(f"model input is missing {missing} (got keys {sorted(model_input)})")
+    frames, roi = (np.asarray(model_input[k], dtype=np.float32) for k in INPUT_KEYS)
+    if frames.ndim != 5 or roi.ndim != 5 or frames.shape[2] != 3 or roi.shape[2] != 3:
+        raise ValueError(
+            f"model input: frames must be [B,Tf,3,H,W] and roi [B,Tr,3,R,R], got {frames.shape} and {roi.shape}"
+        )
+    if frames.shape[0] != roi.shape[0]:
+        raise ValueError(f"model input: frames has batch {frames.shape[0]} but roi has {roi.shape[0]}")
+    return frames, roi
+
+
+class StressMultitaskModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: rebuilds MultiTaskNet from its config on CPU and tabulates its outputs."""
+
+    # MLflow validates `predict` against its type hints, which only describe list-shaped inputs: it warns at
+    # import and at logging for a dict of arrays. `model_input` is therefore left unannotated and the hint
+    # check skipped; the logged tensor signature validates the input instead.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        artifacts = context.artifacts
+        for key in (NET_CONFIG_ARTIFACT, STATE_DICT_ARTIFACT, LABELS_ARTIFACT):
+            if key not in artifacts:
+                raise KeyError(f"pyfunc model artifacts lack {key!r} (have {sorted(artifacts)})")
+        spec = json.loads(Path(artifacts[NET_CONFIG_ARTIFACT]).read_text())
+        if "net_class" not in spec or "config" not in spec:
+            raise KeyError(f"{artifacts[NET_CONFIG_ARTIFACT]}: needs keys 'net_class' and 'config'")
+        net_cls = import_net_class(spec["net_class"])
+        net = net_cls.from_config(spec["config"])
+        state = torch.load(artifacts[STATE_DICT_ARTIFACT], map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        self.net = net.eval()
+        self.expression_names, self.stress_names = _names_from(json.loads(Path(artifacts[LABELS_ARTIFACT]).read_text()))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        frames, roi = _clip_arrays(model_input)
+        return predict_dataframe(self.net, frames, roi, self.expression_names, self.stress_names)
+
+
+def pip_requirements() -> list[str]:
+    """What a serving environment needs: this package (which pins the rest) plus the exact torch and mlflow."""
+    return [
+        f"stress-lightning=={metadata.version('stress-lightning')}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+    ]
+
+
+def model_signature(
+    net: nn.Module, input_example: Mapping[str, np.ndarray], labels: Mapping[str, Sequence[str]]
+) -> ModelSignature:
+    """Tensor input schema (batch axis -1) from the example, column output schema from a real prediction."""
+    frames, roi = _clip_arrays(input_example)
+    expression_names, stress_names = _names_from(labels)
+    was_training = net.training
+    net.eval()
+    try:
+        output = predict_dataframe(net, frames, roi, expression_names, stress_names)
+    finally:
+        net.train(was_training)
+    return infer_signature({"frames": frames, "roi": roi}, output)
+
+
+def log_pyfunc_model(
+    net: nn.Module,
+    names: Mapping[str, Sequence[str]],
+    input_example: Mapping[str, np.ndarray],
+    name: str = "model",
+    run_id: str | None = None,
+    net_class: str | None = None,
+    tracking_uri: str | None = None,
+) -> ModelInfo:
+    """Log `net` as a pyfunc model into `run_id` (default: the active run) and return its ModelInfo.
+
+    `names` = {"expression": [...], "stress": [...]}; `input_example` = {"frames", "roi"} float32 arrays.
+    The net must have `config` (constructor kwargs) and `from_config`, as MultiTaskNet does. MLflow logs
+    models through its global tracking URI; `tracking_uri` sets it for this call (then restores it).
+    """
+    config = getattr(net, "config", None)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{type(net).__name__}.config must be a dict of constructor kwargs to rebuild the net")
+    frames, roi = _clip_arrays(input_example)
+    example = {"frames": frames, "roi": roi}
+    cpu_net = _cpu_copy(net)
+    signature = model_signature(cpu_net, example, names)
+    with tempfile.TemporaryDirectory(prefix="stress_pyfunc_") as tmp:
+        tmp_dir = Path(tmp)
+        (tmp_dir / "net_config.json").write_text(
+            json.dumps({"net_class": net_class or class_path(type(net)), "config": dict(config)}, indent=2)
+        )
+        (tmp_dir / "labels.json").write_text(
+            json.dumps({"expression": list(names["expression"]), "stress": list(names["stress"])}, indent=2)
+        )
+        torch.save(cpu_net.state_dict(), tmp_dir / "state_dict.pt")
+        model_code = tmp_dir / "stress_multitask_model.py"
+        model_code.write_text(_MODEL_CODE)
+        with use_tracking_uri(tracking_uri):
+            # Without an active fluent run MLflow would file the LoggedModel under the default experiment (and
+            # its artifacts under ./mlruns/0); creating it in the run's experiment keeps it beside the run.
+            client = MlflowClient()
+            model_id = None
+            if run_id is not None:
+                run = client.get_run(run_id)
+                model_id = client.create_logged_model(
+                    experiment_id=run.info.experiment_id,
+                    name=name,
+                    source_run_id=run_id,
+                    params=dict(run.data.params),
+                ).model_id
+            return Model.log(
+                name=name,
+                artifact_path=None,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                python_model=str(model_code),
+                artifacts={
+                    NET_CONFIG_ARTIFACT: str(tmp_dir / "net_config.json"),
+                    STATE_DICT_ARTIFACT: str(tmp_dir / "state_dict.pt"),
+                    LABELS_ARTIFACT: str(tmp_dir / "labels.json"),
+                },
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                model_id=model_id,
+            )
+
+
+# Models-from-code entry point: MLflow copies this script into the model and runs it on load.
+_MODEL_CODE = """import mlflow
+from stress_lightning.tracking.pyfunc import StressMultitaskModel
+
+mlflow.models.set_model(StressMultitaskModel())
+"""
+
+
+def _cpu_copy(net: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(net).to("cpu").eval()
