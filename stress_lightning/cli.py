@@ -32,7 +32,7 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
         yaml_text = self.parser.dump(self.config, skip_none=False)
         flat = flatten_config(self.config.as_dict())
         for logger in loggers:
-            log_config(logger.experiment, logger.run_id, yaml_text, flat)
+            log_config(logger.run_id, yaml_text, flat, client=logger.experiment)
 
 
 class StressLightningCLI(LightningCLI):

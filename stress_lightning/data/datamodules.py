@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -62,8 +63,9 @@ class ClipDataset(Dataset):
         session = self._session(int(lab.session[index]))
         start = int(lab.start[index])
         centre = start + self.spec.roi_frames // 2
-        roi = torch.from_numpy(np.ascontiguousarray(session.roi[start : start + self.spec.roi_frames]))
-        faces = np.ascontiguousarray(session.faces[centre + self.offsets])  # [Tf, S, S, 3] uint8
+        # Copies out of the read-only memory map.
+        roi = torch.from_numpy(np.array(session.roi[start : start + self.spec.roi_frames]))
+        faces = session.faces[centre + self.offsets]  # fancy indexing copies: [Tf, S, S, 3] uint8
         frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
         if self.transform is not None:
             frames = self.transform(frames)
@@ -125,9 +127,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.cache_dir = Path(cache_dir)
         self.fps = float(fps)
-        self.spec = ClipSpec(
-            fps=self.fps, clip_seconds=clip_seconds, face_frames=face_frames, face_span_s=face_span_s
-        )
+        self.spec = ClipSpec(fps=self.fps, clip_seconds=clip_seconds, face_frames=face_frames, face_span_s=face_span_s)
         # Clip geometry the model is built for (linked into the model by the CLI).
         self.roi_frames = self.spec.roi_frames
         self.face_frames = face_frames
@@ -149,22 +149,21 @@ class ClipDataModule(pl.LightningDataModule):
             records = read_corpus(self.corpus, self.root)
             for r in records:
                 if abs(r.fps - self.fps) > 1e-6:
-                    raise CorpusError(
-                        r.video_path, f"runs at {r.fps} fps but the data module expects {self.fps}"
-                    )
+                    raise CorpusError(r.video_path, f"runs at {r.fps} fps but the data module expects {self.fps}")
             self._records = records
         return self._records
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Hash of the corpus content (as the corpus states it, else file names and sizes) and the clip setup."""
+        """Hash of the corpus content: the one the corpus states in corpus.json, else of its file names and sizes."""
+        records = self.records()  # reads (or, for a generated corpus, first writes) the corpus
         manifest = self.root / "corpus.json"
         if manifest.is_file() and "fingerprint" in (meta := json.loads(manifest.read_text())):
             corpus_part = str(meta["fingerprint"])
         else:
             files = sorted(
                 (str(p.relative_to(self.root)), p.stat().st_size)
-                for r in self.records()
+                for r in records
                 for p in (r.video_path, r.ecg_path, r.expressions_path, r.face_boxes_path)
                 if p is not None and p.exists()
             )
@@ -188,9 +187,7 @@ class ClipDataModule(pl.LightningDataModule):
             # prepare_data runs only on one process; a direct setup() call (or another rank) builds here.
             cache.build(records, progress=self.progress)
         cardiac = [cardiac_truth(r) for r in records]
-        expressions = [
-            expression_timeline(r.expressions_path) if r.expressions_path else None for r in records
-        ]
+        expressions = [expression_timeline(r.expressions_path) if r.expressions_path else None for r in records]
         for split in SPLITS:
             idx = [i for i, r in enumerate(records) if r.split == split]
             if not idx:

@@ -20,7 +20,7 @@ from torchmetrics.classification import (
 )
 
 from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
-from stress_lightning.models.losses import masked_mean, spectral_hr_loss
+from stress_lightning.models.losses import hrv_log_loss, masked_mean, spectral_hr_loss
 from stress_lightning.models.net import MultiTaskNet
 
 STAGES = ("train", "val", "test")
@@ -122,14 +122,10 @@ class MultiTaskStressModule(pl.LightningModule):
         return frames, roi
 
     # -- losses --------------------------------------------------------------------------------------------
-    def _losses(
-        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def _losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         smoothing = self.hparams.label_smoothing
         expression = masked_mean(
-            F.cross_entropy(
-                out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing
-            ),
+            F.cross_entropy(out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing),
             batch["expression_mask"],
         )
         hr_mask = batch["hr_mask"]
@@ -137,28 +133,16 @@ class MultiTaskStressModule(pl.LightningModule):
             spectral_hr_loss(
                 out["pulse_spectrum"],
                 batch["hr_bpm"],
-                self.net.hr_bins_bpm,
+                self.net.bins_bpm,
                 sigma_bpm=self.hparams.hr_sigma_bpm,
             )
             + F.smooth_l1_loss(out["hr_bpm"] / 10.0, batch["hr_bpm"] / 10.0, reduction="none"),
             hr_mask,
         )
-        # HRV spans orders of magnitude across people: compare on a log scale.
-        hrv_error = (
-            torch.log(out["rmssd_ms"].clamp_min(1e-3)) - torch.log(batch["rmssd_ms"].clamp_min(1e-3))
-        ).abs()
-        hrv_error = (
-            hrv_error
-            + (
-                torch.log(out["lf_hf_ratio"].clamp_min(1e-3))
-                - torch.log(batch["lf_hf_ratio"].clamp_min(1e-3))
-            ).abs()
-        )
+        hrv_error = hrv_log_loss(out["rmssd_ms"], out["lf_hf_ratio"], batch["rmssd_ms"], batch["lf_hf_ratio"])
         hrv = masked_mean(hrv_error, batch["hrv_mask"])
         stress = masked_mean(
-            F.cross_entropy(
-                out["stress_logits"], batch["stress"], reduction="none", label_smoothing=smoothing
-            ),
+            F.cross_entropy(out["stress_logits"], batch["stress"], reduction="none", label_smoothing=smoothing),
             batch["stress_mask"],
         )
         losses = {"expression": expression, "hr": hr, "hrv": hrv, "stress": stress}
@@ -166,14 +150,10 @@ class MultiTaskStressModule(pl.LightningModule):
         return losses
 
     # -- steps ---------------------------------------------------------------------------------------------
-    def _update_metrics(
-        self, stage: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> None:
+    def _update_metrics(self, stage: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         m = batch["expression_mask"]
         if m.any():
-            self.metrics[f"{stage}_expression"].update(
-                out["expression_logits"][m].detach(), batch["expression"][m]
-            )
+            self.metrics[f"{stage}_expression"].update(out["expression_logits"][m].detach(), batch["expression"][m])
         m = batch["hr_mask"]
         if m.any():
             self.metrics[f"{stage}_hr"].update(out["hr_bpm"][m].detach(), batch["hr_bpm"][m])
@@ -195,9 +175,7 @@ class MultiTaskStressModule(pl.LightningModule):
             batch_size=batch_size,
         )
         for task in DEFAULT_LOSS_WEIGHTS:
-            self.log(
-                f"{stage}/loss_{task}", losses[task], on_step=False, on_epoch=True, batch_size=batch_size
-            )
+            self.log(f"{stage}/loss_{task}", losses[task], on_step=False, on_epoch=True, batch_size=batch_size)
         self._update_metrics(stage, out, batch)
         if stage != "train":
             self._collect(out, batch)
@@ -262,9 +240,7 @@ class MultiTaskStressModule(pl.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=self.hparams.lr,

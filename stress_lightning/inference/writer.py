@@ -1,0 +1,60 @@
+"""Writes `predict` outputs to a CSV a person can open: one row per clip, names instead of class indices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
+
+
+def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """One row per clip: `expression`, `expression_prob_<name>`, `hr_bpm`, `rmssd_ms`, `lf_hf_ratio`,
+    `stress_level`, `stress_prob_<name>` (the same columns the registered pyfunc model returns)."""
+    expression = outputs["expression_probs"].float().cpu().numpy()
+    stress = outputs["stress_probs"].float().cpu().numpy()
+    table: dict[str, Any] = {}
+    if "clip_index" in outputs:
+        table["clip_index"] = outputs["clip_index"].cpu().numpy()
+    table["expression"] = [EXPRESSION_NAMES[i] for i in expression.argmax(1)]
+    for i, name in enumerate(EXPRESSION_NAMES):
+        table[f"expression_prob_{name}"] = expression[:, i]
+    for key in ("hr_bpm", "rmssd_ms", "lf_hf_ratio"):
+        table[key] = outputs[key].float().cpu().numpy()
+    table["stress_level"] = [STRESS_NAMES[i] for i in stress.argmax(1)]
+    for i, name in enumerate(STRESS_NAMES):
+        table[f"stress_prob_{name}"] = stress[:, i]
+    return pd.DataFrame(table)
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Collects every predict batch and writes `<output_dir>/predictions.csv` at the end of `predict`.
+
+    `output_dir` defaults to `<trainer.default_root_dir>/predict`.
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        output_dir = self.output_dir or Path(trainer.default_root_dir) / "predict"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        suffix = "" if trainer.world_size == 1 else f"_rank{trainer.global_rank}"
+        path = output_dir / f"predictions{suffix}.csv"
+        predictions_frame(merged).to_csv(path, index=False)
+        print(f"wrote {len(merged['hr_bpm'])} predictions to {path}")
