@@ -129,7 +129,7 @@ def _test_loader() -> DataLoader:
 
 
 def test_callbacks_export_register_and_tag_the_run(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{tmp_path / 'store'}/mlflow.db"
     logger = StressMLFlowLogger(experiment_name="export-test", tracking_uri=uri, run_name="cb")
     trainer = Trainer(
         logger=logger,

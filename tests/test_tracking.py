@@ -111,6 +111,11 @@ def test_experiment_artifacts_live_under_artifacts_exp_id(store_uri: str, tmp_pa
     location = MlflowClient(store_uri).get_experiment(exp_id).artifact_location
     assert location == (tmp_path / "artifacts" / exp_id).as_uri()
 
+    fresh_uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    StressMLFlowLogger(experiment_name="unused", tracking_uri=fresh_uri)
+    default = MlflowClient(fresh_uri).get_experiment("0").artifact_location
+    assert default == (tmp_path / "fresh" / "artifacts" / "0").as_uri()
+
     logger = StressMLFlowLogger(experiment_name="via-logger", tracking_uri=store_uri, run_name="r", tags={"k": "v"})
     run = logger.experiment.get_run(logger.run_id)
     assert run.info.run_name == "r" and run.data.tags["k"] == "v"

@@ -133,12 +133,7 @@ def ensure_experiment(
         if is_database_uri(uri):
             # The experiment id is only known once the row exists, so let the store derive the location
             # from its default artifact root, exactly as `mlflow server --default-artifact-root` does.
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-            root = _as_artifact_uri(artifact_root) if artifact_root else default_artifact_root(uri)
-            if root is None:
-                raise ValueError(f"tracking URI {uri!r}: give artifact_root for a non-SQLite database store")
-            store = SqlAlchemyStore(uri, root)
+            store = _database_store(uri, artifact_root)
             return store.create_experiment(name, tags=[_experiment_tag(k, v) for k, v in (tags or {}).items()])
         if artifact_root is not None:
             raise ValueError(
@@ -154,6 +149,17 @@ def ensure_experiment(
         if created is None:
             raise
         return created.experiment_id
+
+
+def _database_store(uri: str, artifact_root: str | None) -> Any:
+    # MLflow's SqlAlchemyStore with our artifact root (what `mlflow server --default-artifact-root` builds).
+    # Opening it first also creates the schema, so even the built-in Default experiment lands under the root.
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = _as_artifact_uri(artifact_root) if artifact_root else default_artifact_root(uri)
+    if root is None:
+        raise ValueError(f"tracking URI {uri!r}: give artifact_root for a non-SQLite database store")
+    return SqlAlchemyStore(uri, root)
 
 
 def _experiment_tag(key: str, value: str) -> Any:
@@ -189,6 +195,9 @@ class StressMLFlowLogger(MLFlowLogger):
         synchronous: bool | None = None,
     ) -> None:
         uri = resolve_tracking_uri(tracking_uri)
+        if is_database_uri(uri) and _scheme(uri) == "sqlite":
+            # Create a new embedded store with our artifact root before MLflow creates it with ./mlruns.
+            _database_store(uri, artifact_root)
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name,
