@@ -60,10 +60,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
+from scipy.signal import butter, sosfiltfilt
 from tqdm.auto import tqdm
 
 from stress_lightning.data import physiology as phys
 from stress_lightning.data import render
+from stress_lightning.signals.quality import resample
 
 GENERATOR_VERSION = "1.0.0"
 EXPRESSION_NAMES: tuple[str, ...] = render.EXPRESSION_NAMES
@@ -372,15 +374,11 @@ def session_signals(
         series = phys.CardiacSeries(r_times, series.resp_t_s, series.resp)
         ecg = phys.synthesize_ecg(series, plan.subject.ecg_morphology, config.ecg_fs_hz, n_ecg, rng)
         t_src = np.arange(len(source.ppg)) / source.ppg_fs_hz - off
-        from scipy.signal import butter, sosfiltfilt
-
         sos = butter(2, [0.5, 8.0], btype="bandpass", fs=source.ppg_fs_hz, output="sos")
         ppg = np.interp(t_frames, t_src, sosfiltfilt(sos, source.ppg))
         pulse = (ppg - ppg.mean()) / np.ptp(ppg)
     else:
         # Real ECG is the ground truth; the pulse follows its R peaks.
-        from stress_lightning.signals.quality import resample
-
         off = plan.source_offset_s
         lo = int(np.floor(off * source.ecg_fs_hz))
         n_src = int(np.ceil((n_ecg / config.ecg_fs_hz + 0.5) * source.ecg_fs_hz))
@@ -449,12 +447,16 @@ def render_frames(
     noise: bool = True,
     pulse_scale: float = 1.0,
     as_float: bool = False,
+    renderer: render.FaceRenderer | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (RGB frame, face box) per frame: uint8, or float 8-bit units before quantisation when as_float.
 
     noise, pulse_scale and as_float exist to inspect the clean signal."""
     scene = session_scene(plan, config, signals.resp)
-    renderer = render.FaceRenderer(plan.subject.identity, config.width, config.height)
+    if renderer is None:
+        renderer = render.FaceRenderer(plan.subject.identity, config.width, config.height)
+    elif renderer.identity != plan.subject.identity:
+        raise ValueError(f"{plan.session_id}: renderer was built for another identity")
     background = render.render_background(plan.subject.identity, config.width, config.height)
     x = (np.arange(config.width, dtype=np.float32) - config.width / 2) / (config.width / 2)
     rel = pulse_rel_rgb(config.pulse_amplitude * pulse_scale).astype(np.float32)
@@ -517,11 +519,25 @@ def _fmt_rows(rows: list[tuple], header: str) -> str:
     return header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
 
 
-def _render_session(plan: SessionPlan, config: SyntheticConfig, out_dir: str, source: phys.PulseSource | None) -> dict:
-    """Writes one session's files under out_dir/<subject>/<session>/ and returns its manifest row + truth."""
+def _render_subject(
+    plans: list[SessionPlan], config: SyntheticConfig, out_dir: str, source: phys.PulseSource | None
+) -> list[dict]:
+    """Writes one subject's sessions; they share the subject's render cache (faces per expression level)."""
     import cv2
 
-    cv2.setNumThreads(1)  # parallelism is across sessions
+    cv2.setNumThreads(1)  # parallelism is across subjects
+    renderer = render.FaceRenderer(plans[0].subject.identity, config.width, config.height)
+    return [_render_session(plan, config, out_dir, source, renderer) for plan in plans]
+
+
+def _render_session(
+    plan: SessionPlan,
+    config: SyntheticConfig,
+    out_dir: str,
+    source: phys.PulseSource | None,
+    renderer: render.FaceRenderer,
+) -> dict:
+    """Writes one session's files under out_dir/<subject>/<session>/ and returns its manifest row + truth."""
     session_dir = Path(out_dir) / plan.subject.subject_id / plan.session_id
     session_dir.mkdir(parents=True, exist_ok=True)
     sig = session_signals(plan, config, source)
@@ -537,7 +553,7 @@ def _render_session(plan: SessionPlan, config: SyntheticConfig, out_dir: str, so
     boxes: list[np.ndarray] = []
 
     def frames() -> Iterator[np.ndarray]:
-        for img, box in render_frames(plan, config, sig):
+        for img, box in render_frames(plan, config, sig, renderer=renderer):
             boxes.append(box)
             yield img
 
@@ -627,11 +643,13 @@ def _check_existing(root: Path, config: SyntheticConfig, digest: str) -> bool:
             raise ValueError(f"{manifest}: not valid JSON ({exc}); remove {root} to regenerate") from exc
         if meta.get("config_hash") == digest and meta.get("generator_version") == GENERATOR_VERSION:
             return True
-        differing = sorted(k for k, v in asdict(config).items() if meta.get("config", {}).get(k, object()) != v)
+        differing = [k for k, v in asdict(config).items() if meta.get("config", {}).get(k, object()) != v]
+        if meta.get("generator_version") != GENERATOR_VERSION:
+            differing.append(f"generator_version {meta.get('generator_version')} != {GENERATOR_VERSION}")
         raise ValueError(
-            f"{root}: holds a synthetic corpus with a different config (generator version "
-            f"{meta.get('generator_version')}, differing keys {differing or 'pulse source contents'}); "
-            f"choose another root or delete it to regenerate"
+            f"{root}: holds a synthetic corpus with a different config (differing: "
+            f"{', '.join(differing) or 'pulse source file contents'}); choose another root or delete it to "
+            f"regenerate"
         )
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root}: exists, is not empty and has no corpus.json; refusing to overwrite it")
@@ -675,10 +693,14 @@ def generate_corpus(
     try:
         results = _run_sessions(plans, config, tmp, source, progress, workers)
         _write_manifests(tmp, config, digest, plans, results, source, time.perf_counter() - started)
-        if root.exists():
-            root.rmdir()  # empty (checked above); a non-empty root raises here rather than being replaced
-        os.replace(tmp, root)
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # best effort; the original error propagates
+        raise
+    try:
+        if root.exists():
+            root.rmdir()  # empty (checked above); a root filled meanwhile raises here rather than being replaced
+        os.replace(tmp, root)
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if _racing_writer_finished(root, config, digest):
             return root
@@ -702,21 +724,25 @@ def _run_sessions(
     progress: bool,
     workers: int,
 ) -> list[dict]:
+    by_subject: dict[str, list[SessionPlan]] = {}
+    for plan in plans:
+        by_subject.setdefault(plan.subject.subject_id, []).append(plan)
+    groups = list(by_subject.values())
     bar = tqdm(total=len(plans), desc="synthetic corpus", unit="session", disable=not progress)
     results: list[dict] = []
     try:
-        if workers <= 1 or len(plans) < 2 * workers:
-            for plan in plans:
-                results.append(_render_session(plan, config, str(tmp), source))
-                bar.update()
+        if workers <= 1 or len(groups) < 2 * workers:
+            for group in groups:
+                results.extend(_render_subject(group, config, str(tmp), source))
+                bar.update(len(group))
         else:
             # spawn: the caller may hold torch/OpenMP threads, which fork would copy in a broken state.
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_render_session, p, config, str(tmp), source) for p in plans]
-                for fut in futures:
-                    results.append(fut.result())
-                    bar.update()
+                futures = [pool.submit(_render_subject, g, config, str(tmp), source) for g in groups]
+                for fut, group in zip(futures, groups, strict=True):
+                    results.extend(fut.result())
+                    bar.update(len(group))
     finally:
         bar.close()
     return results
