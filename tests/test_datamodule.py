@@ -34,8 +34,7 @@ def _module(root: Path, cache: Path, **kwargs) -> SyntheticDataModule:
         face_size=32,
         batch_size=4,
         progress=False,
-        workers=1,
-        **kwargs,
+        **{"workers": 1, **kwargs},
     )
 
 
@@ -109,11 +108,11 @@ def test_corrupt_video_is_named_and_finished_sessions_are_kept(corpus: Path, tmp
     bad = records[len(records) // 2].video_path
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])
-    dm = _module(root, tmp_path / "cache")
+    dm = _module(root, tmp_path / "cache", workers=2)
     with pytest.raises(CorpusError, match=str(bad.relative_to(root))):
         dm.prepare_data()
-    # Sessions cached before the bad one stay cached; nothing half-written is left.
-    assert len(list((tmp_path / "cache").rglob("roi.npy"))) == len(records) // 2
+    # Every other session is cached (the pool finishes them); nothing half-written is left.
+    assert len(list((tmp_path / "cache").rglob("roi.npy"))) == len(records) - 1
     assert not list((tmp_path / "cache").rglob("*.tmp*"))
 
 

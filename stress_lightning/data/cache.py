@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,9 +42,7 @@ class CachedSession:
 
 
 class ClipCache:
-    def __init__(
-        self, cache_dir: str | Path, corpus: str, corpus_fingerprint: str, preprocessing: Preprocessing
-    ):
+    def __init__(self, cache_dir: str | Path, corpus: str, corpus_fingerprint: str, preprocessing: Preprocessing):
         self.preprocessing = preprocessing
         key = json.dumps(
             {
@@ -63,50 +63,67 @@ class ClipCache:
     def is_cached(self, record: SessionRecord) -> bool:
         return (self.session_dir(record) / "roi.npy").is_file()
 
-    def build(self, records: list[SessionRecord], progress: bool = True) -> None:
+    def build(self, records: list[SessionRecord], progress: bool = True, workers: int = 1) -> None:
+        """Decode and cache every session not cached yet, in `workers` processes.
+
+        A bad session raises its CorpusError after the others have finished, so their work is kept.
+        """
         todo = [r for r in records if not self.is_cached(r)]
         if not todo:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "preprocessing.json").write_text(json.dumps(asdict(self.preprocessing), indent=2))
-        for record in tqdm(todo, desc="caching clips", unit="session", disable=not progress):
-            self._build_session(record)
-
-    def _build_session(self, record: SessionRecord) -> None:
-        pre = self.preprocessing
-        boxes = read_face_boxes(record.face_boxes_path, record.n_frames) if record.face_boxes_path else None
-        detector = None if boxes is not None else HaarFaceDetector()
-        faces = np.empty((record.n_frames, pre.face_size, pre.face_size, 3), dtype=np.uint8)
-        roi = np.empty((record.n_frames, 3, pre.roi_size, pre.roi_size), dtype=np.float32)
-        decoded = 0
-        for n, frame in enumerate(iter_frames(record.video_path)):
-            if n >= record.n_frames:
-                raise CorpusError(
-                    record.video_path, f"has more frames than the {record.n_frames} its labels declare"
-                )
-            box = boxes[n] if boxes is not None else detector(frame)
-            if box is None:
-                raise CorpusError(record.video_path, f"no face found up to frame {n}")
-            faces[n] = crop_face(frame, box, pre.face_size, pre.face_margin)
-            roi[n] = roi_grid(frame, box, pre.roi_size)
-            decoded = n + 1
-        if decoded != record.n_frames:
-            raise CorpusError(
-                record.video_path, f"decoded {decoded} frames but its labels declare {record.n_frames}"
-            )
-        final = self.session_dir(record)
-        tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.save(tmp / "faces.npy", faces)
-        np.save(tmp / "roi.npy", roi)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        bar = tqdm(total=len(todo), desc="caching clips", unit="session", disable=not progress)
+        if workers <= 1:
+            for record in todo:
+                _build_session(self, record)
+                bar.update()
+            bar.close()
+            return
+        # spawn, not fork: the parent usually has torch's thread pools running.
+        ctx = multiprocessing.get_context("spawn")
+        first_error: BaseException | None = None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_build_session, self, record) for record in todo]
+            for future in as_completed(futures):
+                bar.update()
+                if future.exception() is not None and first_error is None:
+                    first_error = future.exception()
+        bar.close()
+        if first_error is not None:
+            raise first_error
 
     def load(self, record: SessionRecord) -> CachedSession:
         folder = self.session_dir(record)
         if not self.is_cached(record):
             raise FileNotFoundError(f"{folder}: session is not cached; call build() first")
-        return CachedSession(
-            np.load(folder / "faces.npy", mmap_mode="r"), np.load(folder / "roi.npy", mmap_mode="r")
-        )
+        return CachedSession(np.load(folder / "faces.npy", mmap_mode="r"), np.load(folder / "roi.npy", mmap_mode="r"))
+
+
+def _build_session(cache: ClipCache, record: SessionRecord) -> None:
+    """Decode one session into face crops and ROI grids; written to a temporary folder, then renamed."""
+    pre = cache.preprocessing
+    boxes = read_face_boxes(record.face_boxes_path, record.n_frames) if record.face_boxes_path else None
+    detector = None if boxes is not None else HaarFaceDetector()
+    faces = np.empty((record.n_frames, pre.face_size, pre.face_size, 3), dtype=np.uint8)
+    roi = np.empty((record.n_frames, 3, pre.roi_size, pre.roi_size), dtype=np.float32)
+    decoded = 0
+    for n, frame in enumerate(iter_frames(record.video_path)):
+        if n >= record.n_frames:
+            raise CorpusError(record.video_path, f"has more frames than the {record.n_frames} its labels declare")
+        box = boxes[n] if boxes is not None else detector(frame)
+        if box is None:
+            raise CorpusError(record.video_path, f"no face found up to frame {n}")
+        faces[n] = crop_face(frame, box, pre.face_size, pre.face_margin)
+        roi[n] = roi_grid(frame, box, pre.roi_size)
+        decoded = n + 1
+    if decoded != record.n_frames:
+        raise CorpusError(record.video_path, f"decoded {decoded} frames but its labels declare {record.n_frames}")
+    final = cache.session_dir(record)
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "faces.npy", faces)
+    np.save(tmp / "roi.npy", roi)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)

@@ -99,6 +99,7 @@ class ClipDataModule(pl.LightningDataModule):
         face_frames / face_span_s: face crops per clip and the time they span around the clip centre.
         face_size / roi_size: face crop side and ROI grid side in pixels.
         augment: random flip/affine/colour jitter on training face crops.
+        workers: processes that decode sessions into the cache (and, for the synthetic corpus, render them).
     """
 
     expression_names: tuple[str, ...] = EXPRESSION_NAMES
@@ -121,8 +122,10 @@ class ClipDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         augment: bool = True,
         progress: bool = True,
+        workers: int = 2,
     ) -> None:
         super().__init__()
+        self.workers = workers
         self.corpus = corpus
         self.root = Path(root)
         self.cache_dir = Path(cache_dir)
@@ -175,7 +178,7 @@ class ClipDataModule(pl.LightningDataModule):
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        self.cache().build(self.records(), progress=self.progress)
+        self.cache().build(self.records(), progress=self.progress, workers=self.workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -185,7 +188,7 @@ class ClipDataModule(pl.LightningDataModule):
         missing = [r.session_id for r in records if not cache.is_cached(r)]
         if missing:
             # prepare_data runs only on one process; a direct setup() call (or another rank) builds here.
-            cache.build(records, progress=self.progress)
+            cache.build(records, progress=self.progress, workers=self.workers)
         cardiac = [cardiac_truth(r) for r in records]
         expressions = [expression_timeline(r.expressions_path) if r.expressions_path else None for r in records]
         for split in SPLITS:
@@ -269,8 +272,8 @@ class SyntheticDataModule(ClipDataModule):
             num_workers=num_workers,
             augment=augment,
             progress=progress,
+            workers=workers,
         )
-        self.workers = workers
 
     def records(self) -> list[SessionRecord]:
         if self._records is None:

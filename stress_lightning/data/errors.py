@@ -13,6 +13,10 @@ class CorpusError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Worker processes send errors back pickled; rebuild from both fields, not from the message.
+        return (type(self), (self.path, self.problem))
+
 
 class VideoDecodeError(CorpusError):
     """A video file cannot be opened or decoded (corrupt, truncated, unknown codec)."""

@@ -165,15 +165,10 @@ class MultiTaskStressModule(pl.LightningModule):
         out = self.net(batch["frames"], batch["roi"])
         losses = self._losses(out, batch)
         batch_size = batch["frames"].shape[0]
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            losses["total"],
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-        )
+        # The fixed name `{stage}/loss` is the epoch mean; training also shows the running step loss.
+        self.log(f"{stage}/loss", losses["total"], on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        if stage == "train":
+            self.log("train/loss_step", losses["total"], on_step=True, on_epoch=False, prog_bar=True)
         for task in DEFAULT_LOSS_WEIGHTS:
             self.log(f"{stage}/loss_{task}", losses[task], on_step=False, on_epoch=True, batch_size=batch_size)
         self._update_metrics(stage, out, batch)
