@@ -16,6 +16,7 @@ from stress_lightning.data import render
 from stress_lightning.data import synthetic as syn
 from stress_lightning.data.synthetic import SyntheticConfig, generate_corpus
 from stress_lightning.signals.ecg import detect_r_peaks
+from stress_lightning.signals.hrv import frequency_domain, time_domain
 from stress_lightning.signals.rppg import heart_rate_bpm, pos
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -164,19 +165,22 @@ def test_pos_on_the_decoded_video_recovers_the_heart_rate(rppg_root: Path) -> No
     assert np.mean(ecg_err) < 3.0 and max(ecg_err) < 5.0, ecg_err
 
 
-def test_stress_shifts_rmssd_down_and_heart_rate_up() -> None:
+def test_stress_shifts_rmssd_down_and_heart_rate_and_lf_hf_up() -> None:
     config = SyntheticConfig(num_subjects=8, duration_s=60.0, seed=5)
     rmssd = np.zeros((config.num_subjects, 3))
     hr = np.zeros_like(rmssd)
+    lf_hf = np.zeros_like(rmssd)
     for plan in syn.plan_sessions(config):
         sig = syn.session_signals(plan, config)
         peaks = detect_r_peaks(sig.ecg_mv, config.ecg_fs_hz)
         rr_ms = np.diff(peaks) / config.ecg_fs_hz * 1000.0
-        rmssd[plan.subject.index, plan.stress_level] = np.sqrt(np.mean(np.diff(rr_ms) ** 2))
+        rmssd[plan.subject.index, plan.stress_level] = time_domain(rr_ms)["rmssd_ms"]
+        lf_hf[plan.subject.index, plan.stress_level] = frequency_domain(rr_ms)["lf_hf_ratio"]
         hr[plan.subject.index, plan.stress_level] = 60000.0 / rr_ms.mean()
     mean_rmssd, mean_hr = rmssd.mean(axis=0), hr.mean(axis=0)
     assert mean_rmssd[2] < mean_rmssd[1] < mean_rmssd[0], mean_rmssd
     assert mean_hr[0] < mean_hr[1] < mean_hr[2], mean_hr
+    assert np.median(lf_hf[:, 2]) > np.median(lf_hf[:, 0]), lf_hf
 
 
 def test_stress_is_learnable_from_clip_features() -> None:

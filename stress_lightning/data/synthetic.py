@@ -461,6 +461,9 @@ def render_frames(
     x = (np.arange(config.width, dtype=np.float32) - config.width / 2) / (config.width / 2)
     rel = pulse_rel_rgb(config.pulse_amplitude * pulse_scale).astype(np.float32)
     nrng = _rng(*plan.seed, 2)
+    # Noise sigma ~0.6 levels at mid-grey (shot variance 0.0025 x value, read sigma 0.35): an 8-bit camera's
+    # ~1.5-2 levels after the area-averaging that shrinks a 640x480 face video to this size; the pulse
+    # (<= 0.77 levels peak-to-peak) then needs hundreds of skin pixels averaged to stand out.
     shot, read = 0.0025 * config.noise_scale**2, 0.35 * config.noise_scale
     for i in range(config.n_frames):
         layers = renderer.layers(scene.labels[i], scene.intensity[i])
