@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -225,7 +226,9 @@ def export_onnx(net: MultiTaskNet, path: str, example_frames: torch.Tensor, exam
     dynamic_axes = {"frames": {0: "batch", 3: "height", 4: "width"}, "roi": {0: "batch"}}
     dynamic_axes.update({name: {0: "batch"} for name in MultiTaskNet.OUTPUT_NAMES})
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The input-shape checks are Python conditions the tracer rightly freezes; they are not data flow.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 _TupleOutput(net),
                 (example_frames, example_roi),

@@ -16,29 +16,29 @@ from torch import nn
 from stress_lightning.models.registry import RPPG_BACKBONES
 
 
-def _conv_bn_relu(conv: nn.Module, channels: int, three_d: bool) -> list[nn.Module]:
-    norm = nn.BatchNorm3d(channels) if three_d else nn.BatchNorm1d(channels)
-    return [conv, norm, nn.ReLU(inplace=True)]
-
-
 @RPPG_BACKBONES.register("rppg_cnn")
 class RPPGCNN(nn.Module):
-    """A PhysNet-lite pulse extractor with factorised (2D spatial + 1D temporal) convolutions.
+    """A PhysNet-lite pulse extractor: per-frame spatial convolutions, then 1D temporal convolutions.
 
     1. Per clip, pixel and channel: x / temporal_mean - 1 (the normalisation DeepPhys and TS-CAN use), times
        `input_scale`, so a 0.3 % skin-colour pulse becomes O(0.1-1) whatever the skin tone and lighting.
-    2. Two stages of [1x3x3 spatial conv, kx1x1 temporal conv], a 2x2 spatial average pool between them, then
-       a spatial mean: channel mixing (the colour projection POS/CHROM hand-design) and pixel averaging
-       (which lifts the sub-LSB pulse out of sensor noise) are learned.
-    3. Dilated 1D temporal convolutions and a 1x1 conv to the pulse. With the defaults the temporal receptive
-       field is 25 frames, about one second at 25 fps: enough to learn a band-pass filter around a beat,
-       short enough that the network cannot memorise a rate. Zero padding keeps the length Tr.
-    4. Features: the mean and standard deviation over time of the last feature map, projected to `out_dim`.
+    2. Two 1x3x3 conv-BN-ReLU blocks, each followed by a 2x2 spatial average pool, then a spatial mean:
+       the colour projection that POS/CHROM hand-design and the pixel averaging that lifts the sub-LSB pulse
+       out of sensor noise are learned per frame.
+    3. Dilated 1D temporal conv-BN-ReLU blocks on the pooled sequence and a 1x1 conv to the pulse. With the
+       defaults the temporal receptive field is 29 frames, about one second at 25 fps: enough to learn a
+       band-pass around a beat, too short to memorise a rate. Zero padding keeps the length Tr.
+    4. Features: the mean and standard deviation over time of the last temporal feature map, projected to
+       `out_dim`.
+
+    Doing all temporal filtering after the spatial pooling (rather than PhysNet's 3D blocks at full
+    resolution) cuts the cost about four-fold (about 4-5 ms CPU per 200-frame clip, forward and backward,
+    one thread) and learns as fast on synthetic clips (tests/test_models.py).
 
     Args:
-        channels: widths of the two spatio-temporal stages.
-        temporal_kernel: odd temporal kernel size of every temporal conv.
-        head_dilations: dilations of the 1D temporal convs after the spatial mean.
+        channels: widths of the two spatial blocks; the temporal blocks keep the second width.
+        temporal_kernel: odd kernel size of the temporal convs.
+        temporal_dilations: dilation of each temporal conv block.
         out_dim: size of the feature vector.
         input_scale: factor applied after the mean normalisation.
     """
@@ -47,36 +47,41 @@ class RPPGCNN(nn.Module):
         self,
         channels: Sequence[int] = (16, 32),
         temporal_kernel: int = 5,
-        head_dilations: Sequence[int] = (2, 2),
+        temporal_dilations: Sequence[int] = (1, 2, 4),
         out_dim: int = 64,
         input_scale: float = 100.0,
     ) -> None:
         super().__init__()
         if len(channels) != 2:
-            raise ValueError(f"rppg_cnn: channels must list 2 stage widths, got {list(channels)}")
+            raise ValueError(f"rppg_cnn: channels must list 2 block widths, got {list(channels)}")
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"rppg_cnn: temporal_kernel must be odd and positive, got {temporal_kernel}")
         k, pad = temporal_kernel, temporal_kernel // 2
         c1, c2 = int(channels[0]), int(channels[1])
         self.input_scale = float(input_scale)
-        self.stage1 = nn.Sequential(
-            *_conv_bn_relu(nn.Conv3d(3, c1, (1, 3, 3), padding=(0, 1, 1), bias=False), c1, True),
-            *_conv_bn_relu(nn.Conv3d(c1, c1, (k, 1, 1), padding=(pad, 0, 0), bias=False), c1, True),
+        self.spatial = nn.Sequential(
+            nn.Conv3d(3, c1, (1, 3, 3), padding=(0, 1, 1), bias=False),
+            nn.BatchNorm3d(c1),
+            nn.ReLU(inplace=True),
+            nn.AvgPool3d((1, 2, 2), ceil_mode=True),
+            nn.Conv3d(c1, c2, (1, 3, 3), padding=(0, 1, 1), bias=False),
+            nn.BatchNorm3d(c2),
+            nn.ReLU(inplace=True),
             nn.AvgPool3d((1, 2, 2), ceil_mode=True),
         )
-        self.stage2 = nn.Sequential(
-            *_conv_bn_relu(nn.Conv3d(c1, c2, (1, 3, 3), padding=(0, 1, 1), bias=False), c2, True),
-            *_conv_bn_relu(nn.Conv3d(c2, c2, (k, 1, 1), padding=(pad, 0, 0), bias=False), c2, True),
-        )
-        head: list[nn.Module] = []
-        for d in head_dilations:
-            head += _conv_bn_relu(nn.Conv1d(c2, c2, k, padding=d * pad, dilation=d, bias=False), c2, False)
-        self.temporal_head = nn.Sequential(*head)
+        temporal: list[nn.Module] = []
+        for d in temporal_dilations:
+            temporal += [
+                nn.Conv1d(c2, c2, k, padding=d * pad, dilation=d, bias=False),
+                nn.BatchNorm1d(c2),
+                nn.ReLU(inplace=True),
+            ]
+        self.temporal = nn.Sequential(*temporal)
         # No bias: the pulse offset carries no information (every consumer removes the mean).
         self.to_pulse = nn.Conv1d(c2, 1, 1, bias=False)
         self.to_features = nn.Sequential(nn.Linear(2 * c2, out_dim), nn.ReLU(inplace=True))
         self.out_dim = int(out_dim)
-        self.receptive_field_frames = 1 + 2 * (k - 1) + sum(d * (k - 1) for d in head_dilations)
+        self.receptive_field_frames = 1 + sum(d * (k - 1) for d in temporal_dilations)
 
     def forward(self, roi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """roi [B, Tr, 3, R, R] in [0, 1] -> (pulse [B, Tr], features [B, out_dim])."""
@@ -86,8 +91,7 @@ class RPPGCNN(nn.Module):
         # A fully dark pixel would divide by zero; 1e-4 is far below any usable skin intensity.
         mean = x.mean(dim=2, keepdim=True).clamp_min(1e-4)
         x = (x / mean - 1.0) * self.input_scale
-        x = self.stage2(self.stage1(x))
-        x = self.temporal_head(x.mean(dim=(3, 4)))  # [B, C, Tr]
+        x = self.temporal(self.spatial(x).mean(dim=(3, 4)))  # [B, C, Tr]
         pulse = self.to_pulse(x).squeeze(1)
         features = self.to_features(torch.cat([x.mean(dim=2), x.std(dim=2)], dim=1))
         return pulse, features
