@@ -122,6 +122,33 @@ def test_registry_rejects_duplicate_names() -> None:
     assert registry.build("a").__class__ is A
 
 
+@pytest.mark.parametrize(
+    ("registry", "name", "shape"),
+    [
+        (SPATIAL_BACKBONES, "efficientnet_b0", (2, 3, 64, 64)),
+        (SPATIAL_BACKBONES, "resnet18", (2, 3, 64, 64)),
+        (SPATIAL_BACKBONES, "conv4", (2, 3, 64, 64)),
+        (TEMPORAL_BACKBONES, "c3d_small", (2, 8, 3, 64, 64)),
+        (TEMPORAL_BACKBONES, "r3d_18", (2, 8, 3, 64, 64)),
+    ],
+)
+def test_backbones_return_out_dim_features(registry: Registry, name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    backbone = registry.build(name)
+    features = backbone(torch.rand(shape))
+    assert features.shape == (2, backbone.out_dim)
+    assert torch.isfinite(features).all()
+    with pytest.raises(ValueError, match=r"expected"):
+        backbone(torch.rand(shape[:-3] + (1,) + shape[-2:]))  # one colour channel
+
+
+def test_rppg_backbone_keeps_length() -> None:
+    backbone = RPPG_BACKBONES.build("rppg_cnn")
+    pulse, features = backbone(torch.rand(2, 120, 3, 8, 8))
+    assert pulse.shape == (2, 120) and features.shape == (2, backbone.out_dim)
+    assert 20 <= backbone.receptive_field_frames <= 35  # about one second at 25 fps
+
+
 # --- network ----------------------------------------------------------------------------------------------
 
 

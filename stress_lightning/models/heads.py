@@ -15,8 +15,8 @@ from torch import nn
 
 from stress_lightning.models.registry import HEADS
 
-# Typical resting adult values used as fixed scales (Task Force of the ESC/NASPE 1996, short-term HRV norms:
-# RMSSD ~ 42 +- 15 ms, LF/HF ~ 1.5-2.0; resting HR ~ 70 +- 12 bpm).
+# Typical resting adult values used as fixed scales: short-term RMSSD ~ 42 +- 15 ms (Nunan et al. 2010, review
+# of short-term HRV norms), LF/HF ~ 1.5-2.0 (Task Force of the ESC/NASPE 1996), resting HR ~ 60-90 bpm.
 HR_CENTER_BPM: Final[float] = 75.0
 HR_SCALE_BPM: Final[float] = 15.0
 RMSSD_SCALE_MS: Final[float] = 40.0
