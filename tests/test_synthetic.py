@@ -93,8 +93,9 @@ def test_reader_reads_the_corpus(tiny_root: Path) -> None:
     assert all(r.video_path.is_file() and r.ecg_path.is_file() for r in records)
 
 
-def test_deterministic_cached_and_guarded(tiny_root: Path, tmp_path: Path) -> None:
-    again = generate_corpus(tmp_path / "again", TINY, progress=False, workers=2)  # pool vs serial
+def test_deterministic_cached_and_guarded(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syn, "POOL_MIN_FRAMES", 0)  # worker processes here, one process for tiny_root
+    again = generate_corpus(tmp_path / "again", TINY, progress=False, workers=2)
     for sid, row in sessions(tiny_root):
         assert (tiny_root / sid / row["ecg"]).read_bytes() == (again / sid / row["ecg"]).read_bytes()
         assert (tiny_root / sid / row["face_boxes"]).read_bytes() == (again / sid / row["face_boxes"]).read_bytes()

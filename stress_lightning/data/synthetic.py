@@ -67,7 +67,7 @@ from stress_lightning.data import physiology as phys
 from stress_lightning.data import render
 from stress_lightning.signals.quality import resample
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 EXPRESSION_NAMES: tuple[str, ...] = render.EXPRESSION_NAMES
 STRESS_NAMES: tuple[str, ...] = ("low", "normal", "high")
 
@@ -84,6 +84,9 @@ EVENT_PROBS: dict[str, dict[str, float]] = {
 }
 GAP_MEAN_S = {"low": 2.0, "normal": 1.4, "high": 0.8}
 EVENT_LABELS = tuple(n for n in EXPRESSION_NAMES if n != "neutral")
+# Below this many frames in all, starting worker processes (each imports numpy/scipy/OpenCV/PyAV) costs more
+# than it saves.
+POOL_MIN_FRAMES = 6000
 
 
 @dataclass(frozen=True)
@@ -734,7 +737,7 @@ def _run_sessions(
     bar = tqdm(total=len(plans), desc="synthetic corpus", unit="session", disable=not progress)
     results: list[dict] = []
     try:
-        if workers <= 1 or len(groups) < 2 * workers:
+        if workers <= 1 or len(groups) < 2 * workers or len(plans) * config.n_frames < POOL_MIN_FRAMES:
             for group in groups:
                 results.extend(_render_subject(group, config, str(tmp), source))
                 bar.update(len(group))
