@@ -28,9 +28,9 @@ class ClipSpec:
 
     def face_offsets(self) -> np.ndarray:
         """Frame offsets of the face crops relative to the clip centre."""
-        return np.round(
-            np.linspace(-self.face_span_s / 2, self.face_span_s / 2, self.face_frames) * self.fps
-        ).astype(np.int64)
+        return np.round(np.linspace(-self.face_span_s / 2, self.face_span_s / 2, self.face_frames) * self.fps).astype(
+            np.int64
+        )
 
 
 @dataclass(frozen=True)

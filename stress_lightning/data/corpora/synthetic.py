@@ -36,9 +36,7 @@ def read_synthetic(root: Path) -> list[SessionRecord]:
             session_dir = root / subject_id
             stress = int(row.stress_level)
             if not 0 <= stress < len(STRESS_NAMES):
-                raise CorpusError(
-                    labels_path, f"session {row.session_id}: stress_level {stress} out of range"
-                )
+                raise CorpusError(labels_path, f"session {row.session_id}: stress_level {stress} out of range")
             if not row.fps > 0 or not row.n_frames > 0:
                 raise CorpusError(labels_path, f"session {row.session_id}: fps and n_frames must be positive")
             records.append(
