@@ -117,6 +117,9 @@ class StressHead(nn.Module):
         num_classes: stress levels.
         rppg_projection_dim: width of a learned projection of the rPPG features; 0 leaves them out, so the
             head sees only the interpretable inputs (as a Random Forest / SVM head would).
+        context_dim: size of the facial-context feature vector (the temporal stream over the clip's face window).
+        context_projection_dim: width of its learned projection; 0 leaves it out. Stress shows in the mix of
+            expressions over seconds, not only in the expression at one instant, so the head reads it.
         hidden_dim, dropout: MLP size and dropout.
         detach_inputs: stop the stress loss from reshaping the expression and physiology estimates it reads;
             they keep being trained by their own losses.
@@ -128,20 +131,34 @@ class StressHead(nn.Module):
         rppg_dim: int = 64,
         num_classes: int = 3,
         rppg_projection_dim: int = 16,
+        context_dim: int = 128,
+        context_projection_dim: int = 16,
         hidden_dim: int = 64,
         dropout: float = 0.3,
         detach_inputs: bool = True,
     ) -> None:
         super().__init__()
-        if rppg_projection_dim < 0:
-            raise ValueError(f"stress_mlp: rppg_projection_dim must be >= 0, got {rppg_projection_dim}")
+        if rppg_projection_dim < 0 or context_projection_dim < 0:
+            raise ValueError(
+                f"stress_mlp: projection widths must be >= 0, got rppg {rppg_projection_dim}, "
+                f"context {context_projection_dim}"
+            )
         self.detach_inputs = bool(detach_inputs)
         self.rppg_projection = (
             nn.Sequential(nn.LayerNorm(rppg_dim), nn.Linear(rppg_dim, rppg_projection_dim), nn.ReLU(inplace=True))
             if rppg_projection_dim > 0
             else None
         )
-        self.mlp = _mlp(num_expressions + 3 + rppg_projection_dim, hidden_dim, num_classes, dropout)
+        self.context_projection = (
+            nn.Sequential(
+                nn.LayerNorm(context_dim), nn.Linear(context_dim, context_projection_dim), nn.ReLU(inplace=True)
+            )
+            if context_projection_dim > 0
+            else None
+        )
+        self.mlp = _mlp(
+            num_expressions + 3 + rppg_projection_dim + context_projection_dim, hidden_dim, num_classes, dropout
+        )
 
     def forward(
         self,
@@ -150,12 +167,19 @@ class StressHead(nn.Module):
         rmssd_ms: torch.Tensor,
         lf_hf_ratio: torch.Tensor,
         rppg_features: torch.Tensor,
+        context_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[B, E], [B], [B], [B], [B, rppg_dim] -> logits [B, num_classes]."""
+        """[B, E], [B], [B], [B], [B, rppg_dim], [B, context_dim] -> logits [B, num_classes]."""
         inputs = [expression_probs, physiology_features(hr_bpm, rmssd_ms, lf_hf_ratio)]
         if self.detach_inputs:
             inputs = [x.detach() for x in inputs]
-        if self.rppg_projection is not None:
-            features = rppg_features.detach() if self.detach_inputs else rppg_features
-            inputs.append(self.rppg_projection(features))
+        for projection, features in (
+            (self.rppg_projection, rppg_features),
+            (self.context_projection, context_features),
+        ):
+            if projection is None:
+                continue
+            if features is None:
+                raise ValueError("stress_mlp: built with a context projection but called without context_features")
+            inputs.append(projection(features.detach() if self.detach_inputs else features))
         return self.mlp(torch.cat(inputs, dim=1))

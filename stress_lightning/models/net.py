@@ -134,6 +134,7 @@ class MultiTaskNet(nn.Module):
             **{
                 "num_expressions": self.num_expressions,
                 "rppg_dim": self.rppg.out_dim,
+                "context_dim": self.temporal.out_dim,
                 "num_classes": self.num_stress,
                 "dropout": cfg["dropout"],
                 **cfg["stress_head_kwargs"],
@@ -177,7 +178,8 @@ class MultiTaskNet(nn.Module):
                 f"got {tuple(roi.shape)}"
             )
         centre = frames[:, frames.shape[1] // 2]
-        expression_logits = self.expression_head(self.spatial(centre), self.temporal(frames))
+        temporal_features = self.temporal(frames)
+        expression_logits = self.expression_head(self.spatial(centre), temporal_features)
         expression_probs = torch.softmax(expression_logits, dim=1)
 
         pulse, rppg_features = self.rppg(roi)
@@ -186,7 +188,9 @@ class MultiTaskNet(nn.Module):
         statistics = spectrum_statistics(pulse_spectrum.detach(), self.bins_bpm, hr_bpm.detach())
         rmssd_ms, lf_hf_ratio = self.hrv_head(rppg_features, statistics)
 
-        stress_logits = self.stress_head(expression_probs, hr_bpm, rmssd_ms, lf_hf_ratio, rppg_features)
+        stress_logits = self.stress_head(
+            expression_probs, hr_bpm, rmssd_ms, lf_hf_ratio, rppg_features, context_features=temporal_features
+        )
         return {
             "expression_logits": expression_logits,
             "expression_probs": expression_probs,
