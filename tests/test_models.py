@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from stress_lightning.export.onnx import export_onnx
 from stress_lightning.models.backbones.rppg import RPPGCNN, SpectralHeartRate
 from stress_lightning.models.backbones.spatial import EfficientNetB0
 from stress_lightning.models.losses import (
@@ -21,7 +22,7 @@ from stress_lightning.models.losses import (
     neg_pearson_loss,
     spectral_hr_loss,
 )
-from stress_lightning.models.net import MultiTaskNet, export_onnx
+from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.registry import (
     HEADS,
     RPPG_BACKBONES,
@@ -382,7 +383,7 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(tmp_path: Path) -> None:
     roi, _ = synthetic_roi(4, g)
     calibrate_batchnorm(net, random_frames(4, g), roi)
     path = tmp_path / "net.onnx"
-    export_onnx(net, str(path), random_frames(2, g), roi[:2])
+    export_onnx(net, (random_frames(2, g), roi[:2]), path, dynamic_spatial=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(MultiTaskNet.OUTPUT_NAMES)
     for batch in (1, 3):

@@ -88,6 +88,8 @@ def export_onnx(
         # The legacy exporter announces its own deprecation on every call; that choice is deliberate here.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # The input-shape checks are Python conditions the tracer rightly freezes; they are not data flow.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper,
             (frames, roi),

@@ -75,7 +75,7 @@ class MultiTaskStressModule(pl.LightningModule):
         face_size: int = 64,
         roi_size: int = 8,
         loss_weights: dict[str, float] | None = None,
-        lr: float = 2e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-4,
         label_smoothing: float = 0.05,
         hr_sigma_bpm: float = 3.0,

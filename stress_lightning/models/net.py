@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -207,41 +206,3 @@ class MultiTaskNet(nn.Module):
         """`forward` as a tuple in `OUTPUT_NAMES` order, for ONNX/TensorRT export."""
         outputs = self.forward(frames, roi)
         return tuple(outputs[name] for name in self.OUTPUT_NAMES)
-
-
-class _TupleOutput(nn.Module):
-    """Wraps a MultiTaskNet so that `forward` returns `forward_tuple` (what tracing exporters need)."""
-
-    def __init__(self, net: MultiTaskNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, frames: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.net.forward_tuple(frames, roi)
-
-
-def export_onnx(net: MultiTaskNet, path: str, example_frames: torch.Tensor, example_roi: torch.Tensor) -> None:
-    """Export `net` (in eval mode) to one ONNX file (opset 17, legacy exporter) with a dynamic batch axis.
-
-    Height and width of the frames stay dynamic too: every spatial/temporal backbone ends in global pooling.
-    """
-    was_training = net.training
-    net.eval()
-    dynamic_axes = {"frames": {0: "batch", 3: "height", 4: "width"}, "roi": {0: "batch"}}
-    dynamic_axes.update({name: {0: "batch"} for name in MultiTaskNet.OUTPUT_NAMES})
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The input-shape checks are Python conditions the tracer rightly freezes; they are not data flow.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                _TupleOutput(net),
-                (example_frames, example_roi),
-                path,
-                input_names=list(MultiTaskNet.INPUT_NAMES),
-                output_names=list(MultiTaskNet.OUTPUT_NAMES),
-                dynamic_axes=dynamic_axes,
-                opset_version=17,
-                dynamo=False,
-            )
-    finally:
-        net.train(was_training)
