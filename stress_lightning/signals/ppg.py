@@ -30,15 +30,19 @@ MIN_PULSE_INTERVAL_S = 0.27  # 222 bpm
 PULSE_FILTER_BAND_HZ = (0.5, 5.0)  # keeps the systolic upstroke shape, drops baseline and high-frequency noise
 PEAK_PROMINENCE = 0.3  # of the local peak-to-peak pulse amplitude
 # Refractory period after a systolic peak, as a fraction of the local pulse period: the dicrotic wave peaks at
-# ~0.3-0.5 of the period (0.35 in heartpy's data.csv at 59 bpm, 0.5 in data3.csv at 97 bpm), premature beats
-# rarely come before ~0.6 of it.
+# ~0.3-0.5 of the period (0.35 in heartpy's data.csv at 59 bpm, 0.5 in data3.csv at 97 bpm). The cost: a premature
+# beat within 0.55 periods of the previous one is not counted (its interval merges with the next).
 REFRACTORY_FRACTION = 0.55
 LOCAL_PERIOD_WINDOW_S = 8.0  # several beats at 42 bpm, short enough to follow heart-rate changes
 LOCAL_PERIOD_STEP_S = 1.0
 UPSLOPE_SMOOTH_S = 0.1  # about the duration of a systolic upstroke
 OCTAVE_RATIO = 0.7  # a shorter lag is taken as the period if its autocorrelation is within this share of the best
-# REFRACTORY_FRACTION and OCTAVE_RATIO were chosen on heartpy's data*.csv and CinC 2015 a103l/v102s (0.5-0.8 and
-# 0.5-0.6 tried): 0.6 or below lets data3.csv's half-way dicrotic wave through, 0.8 starts to lose beats.
+SPECTRAL_SUPPORT = 0.25  # a period whose frequency holds less than this share of the band's peak power is halved
+SPECTRAL_SUPPORT_HALF_WIDTH_HZ = 0.1
+# REFRACTORY_FRACTION, OCTAVE_RATIO and SPECTRAL_SUPPORT were chosen on heartpy's data*.csv, CinC 2015 a103l/v102s
+# and POS pulses of noisy synthetic RGB traces (octave ratio 0.5-0.8 tried: 0.6 or below lets data3.csv's
+# half-way dicrotic wave through, 0.8 starts to lose beats; spectral support 0.35 already halves the period of a
+# pulse whose dicrotic wave is half as high as the systolic and exactly half-way, 0.15 rescues fewer noisy ones).
 MIN_SNR_FOR_PEAKS_DB = -3.0  # below this pulse-band SNR, peaks (and HRV) are refused
 
 
@@ -67,29 +71,27 @@ def local_pulse_period_s(b: np.ndarray, fs: float) -> np.ndarray:
     smoothed over ``UPSLOPE_SMOOTH_S``; in the spirit of the slope sum function of Zong et al. 2003, Computers
     in Cardiology 30:259-262), in ``LOCAL_PERIOD_WINDOW_S`` windows every ``LOCAL_PERIOD_STEP_S``, linearly
     interpolated between window centres. Of the local maxima within ``OCTAVE_RATIO`` of the best, the shortest
-    lag wins, so a rhythm whose every other beat looks alike is not read at half its rate.
+    lag wins, so a rhythm whose every other beat looks alike is not read at half its rate; and a lag whose
+    frequency carries less than ``SPECTRAL_SUPPORT`` of the band's peak power (noise read at two periods) is
+    replaced by the autocorrelation maximum near half of it.
 
-    Why not the spectral peak: a finger PPG with a sharp upstroke and a strong dicrotic wave often has more
+    Why not the spectral peak alone: a finger PPG with a sharp upstroke and a strong dicrotic wave often has more
     power at two or three times the heart rate than at the rate (8 s windows of heartpy's ``data.csv`` peak at
     170 bpm for a 59 bpm pulse; most of ``data3.csv`` peaks near 200 bpm for 97 bpm). Why the upslope: the
     dicrotic wave rises far less steeply than the systolic upstroke, so it barely correlates with it, while
     beat-to-beat differences in the diastolic part (v102s) do not matter. The amplitude normalisation stops a
     sensor drop-out from dominating a window.
     """
-    slope = np.maximum(np.gradient(b), 0.0) / np.maximum(_local_amplitude(b, fs), np.finfo(float).tiny)
+    amplitude = np.maximum(_local_amplitude(b, fs), np.finfo(float).tiny)
+    slope = np.maximum(np.gradient(b), 0.0) / amplitude
     upslope = scipy.ndimage.uniform_filter1d(slope**2, max(1, int(round(UPSLOPE_SMOOTH_S * fs))))
     nperseg = min(upslope.size, int(round(LOCAL_PERIOD_WINDOW_S * fs)))
     step = min(max(1, int(round(LOCAL_PERIOD_STEP_S * fs))), nperseg - 1)
+    windows = {"fs": fs, "nperseg": nperseg, "noverlap": nperseg - step}
     # Wiener-Khinchin: the inverse FFT of each window's power spectrum, zero-padded to 2N, is its (biased)
     # linear autocorrelation; scipy's spectrogram gives those spectra for all windows in one call.
     _, times_s, power = scipy.signal.spectrogram(
-        upslope,
-        fs=fs,
-        window="boxcar",
-        nperseg=nperseg,
-        noverlap=nperseg - step,
-        nfft=2 * nperseg,
-        detrend="constant",
+        upslope, window="boxcar", nfft=2 * nperseg, detrend="constant", **windows
     )
     acf = np.fft.irfft(power, n=2 * nperseg, axis=0)
     lo = max(1, int(np.floor(MIN_PULSE_INTERVAL_S * fs)))
@@ -98,9 +100,24 @@ def local_pulse_period_s(b: np.ndarray, fs: float) -> np.ndarray:
     is_max = (inner > acf[lo - 1 : hi]) & (inner >= acf[lo + 1 : hi + 2])
     best = inner.max(axis=0)
     chosen = is_max & (inner >= OCTAVE_RATIO * best)
-    lag = np.where(chosen.any(axis=0), np.argmax(chosen, axis=0), np.argmax(inner, axis=0))
+    lag = lo + np.where(chosen.any(axis=0), np.argmax(chosen, axis=0), np.argmax(inner, axis=0))
+    # Spectral check against octave errors the other way: in a noisy pulse (rPPG near 0 dB SNR) the
+    # autocorrelation at two periods can beat the one at one period, and two periods as the refractory drop
+    # every other beat. Such a lag has almost no power at its frequency (0.06-0.1 of the band's peak in noisy
+    # rPPG windows read at two periods; >= 0.69 in heartpy's data.csv and > 0.38 in 95 % of data3.csv windows,
+    # dicrotic waves and all): below SPECTRAL_SUPPORT, half the lag is taken.
+    nfft = max(nperseg, int(2 ** np.ceil(np.log2(fs / 0.05))))  # a 0.05 Hz grid resolves the +-0.1 Hz check
+    freqs, _, spec = scipy.signal.spectrogram(b / amplitude, window="hann", nfft=nfft, detrend="linear", **windows)
+    band = (freqs >= HR_BAND_HZ[0]) & (freqs <= HR_BAND_HZ[1])
+    half_width = int(np.ceil(SPECTRAL_SUPPORT_HALF_WIDTH_HZ / freqs[1]))
+    near_max = scipy.ndimage.maximum_filter1d(spec, 2 * half_width + 1, axis=0, mode="nearest")
+    columns = np.arange(lag.size)
+    support = near_max[np.round(fs / lag / freqs[1]).astype(int), columns] / spec[band].max(axis=0)
+    for k in np.flatnonzero((support < SPECTRAL_SUPPORT) & (lag // 2 >= lo)):
+        half_lo, half_hi = max(lo, int(0.4 * lag[k])), int(np.ceil(0.6 * lag[k]))
+        lag[k] = half_lo + int(np.argmax(acf[half_lo : half_hi + 1, k]))
     # No positive correlation at any plausible period (noise): no rate-based refractory period there.
-    period_s = np.where(best > 0, lo + lag, lo) / fs
+    period_s = np.where(best > 0, lag, lo) / fs
     return np.interp(np.arange(b.size) / fs, times_s, period_s)
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import beat_times, synth_pulse
+from conftest import beat_times, synth_pulse, synth_rgb
 
-from stress_lightning.signals import SignalError, ecg, ppg
+from stress_lightning.signals import SignalError, ecg, ppg, rppg
 from stress_lightning.signals.metrics import beat_detection_scores
 from stress_lightning.signals.quality import fs_from_timestamps, resample_irregular
 
@@ -80,6 +80,19 @@ def test_dicrotic_wave_is_not_a_beat(hr_bpm, dicrotic_amp, dicrotic_frac):
     peaks = ppg.detect_pulse_peaks(x, fs)
     scores = beat_detection_scores(peaks, np.round((beats + 0.15) * fs), 0.05 * fs)
     assert scores["fp"] == 0 and scores["fn"] == 0, scores
+
+
+def test_pulse_peaks_on_noisy_rppg_keep_the_heart_rate():
+    """POS pulses of noisy RGB traces (~4 dB pulse SNR), 10 s at 25 fps, 55-142 bpm: the rate-based refractory
+    period must neither read the pulse at half its rate (an autocorrelation octave error) nor count noise."""
+    fs, errors = 25.0, []
+    for seed in range(30):
+        beats = beat_times(10.0, 55.0 + 3.0 * seed, seed=seed + 100)
+        rgb = synth_rgb(synth_pulse(beats, fs, 10.0), fs, seed=seed + 100, noise=0.1)
+        pulse = rppg.pos(rgb, fs)
+        hr = ppg.heart_rate_from_peaks_bpm(ppg.detect_pulse_peaks(pulse, fs), fs)
+        errors.append(abs(hr - 60.0 / np.mean(np.diff(beats))))
+    assert np.mean(errors) < 1.5 and np.max(errors) < 10.0, np.round(errors, 1)
 
 
 def _heartpy_bpm(x: np.ndarray, fs: float) -> float:
