@@ -119,10 +119,12 @@ def check_parity(
     onnx_path: str | Path,
     example_inputs: Sequence[torch.Tensor],
     atol: float = 1e-3,
+    rtol: float = 1e-4,
 ) -> dict[str, float]:
     """Max abs difference per output between PyTorch (CPU, eval) and onnxruntime (CPU) on `example_inputs`.
 
-    Raises OnnxParityError naming each output whose difference exceeds `atol` (or that is not finite).
+    Raises OnnxParityError naming each output whose difference exceeds `atol + rtol * max|output|` (or that is
+    not finite): float32 rounding grows with magnitude, and `hr_bpm` is ~100 where probabilities are <= 1.
     """
     names = output_names(net)
     frames, roi = _as_cpu_tensors(example_inputs)
@@ -138,7 +140,9 @@ def check_parity(
     got = session.run(list(names), {"frames": frames.numpy(), "roi": roi.numpy()})
 
     diffs: dict[str, float] = {}
+    bounds: dict[str, float] = {}
     for name, ref, out in zip(names, expected, got, strict=True):
+        bounds[name] = atol + rtol * (float(np.max(np.abs(ref))) if ref.size else 0.0)
         if ref.shape != out.shape:
             raise OnnxParityError(f"{onnx_path}: output {name!r} has shape {out.shape}, PyTorch gives {ref.shape}")
         diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
@@ -146,11 +150,11 @@ def check_parity(
         if not np.isfinite(diff).all():
             diffs[name] = float("inf")
 
-    failing = {name: d for name, d in diffs.items() if not d <= atol}
+    failing = {name: d for name, d in diffs.items() if not d <= bounds[name]}
     if failing:
-        detail = ", ".join(f"{name}={d:.3g}" for name, d in failing.items())
+        detail = ", ".join(f"{name}={d:.3g} (bound {bounds[name]:.3g})" for name, d in failing.items())
         raise OnnxParityError(
-            f"{onnx_path}: ONNX and PyTorch outputs differ by more than atol={atol:g} "
+            f"{onnx_path}: ONNX and PyTorch outputs differ by more than atol={atol:g} + rtol={rtol:g} x max|output| "
             f"(batch {frames.shape[0]}): {detail}"
         )
     return diffs
