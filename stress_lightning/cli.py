@@ -6,6 +6,9 @@ The same `main` is installed as the `lightning` command, which the `lightning` p
 from __future__ import annotations
 
 import os
+import sys
+
+import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on import
 
@@ -58,7 +61,30 @@ class StressLightningCLI(LightningCLI):
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
 
+def _config_paths(args: list[str]) -> list[str]:
+    paths = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            paths.append(args[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def _check_config_files(args: list[str]) -> None:
+    """Fail with the file named when a --config file is not valid YAML (jsonargparse reports only the line)."""
+    for path in _config_paths(args):
+        if not os.path.isfile(path):
+            continue  # jsonargparse names a missing file itself
+        try:
+            with open(path, encoding="utf-8") as handle:
+                yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: {path}: not valid YAML: {exc}") from None
+
+
 def main(args: list[str] | None = None) -> None:
+    _check_config_files(sys.argv[1:] if args is None else args)
     StressLightningCLI(
         MultiTaskStressModule,
         ClipDataModule,
