@@ -18,7 +18,7 @@ from stress_lightning.data.clips import ClipLabels, ClipSpec, sample_clips
 from stress_lightning.data.corpora.base import SPLITS, SessionRecord, read_corpus
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.labels import cardiac_truth, expression_timeline
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES, Sample
+from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES, Sample, make_sample
 from stress_lightning.data.synthetic import SyntheticConfig, generate_corpus
 
 
@@ -69,21 +69,22 @@ class ClipDataset(Dataset):
         frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
         if self.transform is not None:
             frames = self.transform(frames)
-        return {
-            "frames": frames.float().div_(255.0),
-            "roi": roi,
-            "fps": torch.tensor(self.spec.fps, dtype=torch.float32),
-            "expression": torch.tensor(lab.expression[index]),
-            "expression_mask": torch.tensor(lab.expression_mask[index]),
-            "hr_bpm": torch.tensor(lab.hr_bpm[index]),
-            "hr_mask": torch.tensor(lab.hr_mask[index]),
-            "rmssd_ms": torch.tensor(lab.rmssd_ms[index]),
-            "lf_hf_ratio": torch.tensor(lab.lf_hf_ratio[index]),
-            "hrv_mask": torch.tensor(lab.hrv_mask[index]),
-            "stress": torch.tensor(lab.stress[index]),
-            "stress_mask": torch.tensor(lab.stress_mask[index]),
-            "clip_index": torch.tensor(index, dtype=torch.int64),
-        }
+
+        def known(values: np.ndarray, mask: np.ndarray) -> float | int | None:
+            return values[index].item() if mask[index] else None
+
+        sample = make_sample(
+            frames.float().div_(255.0),
+            roi,
+            self.spec.fps,
+            expression=known(lab.expression, lab.expression_mask),
+            hr_bpm=known(lab.hr_bpm, lab.hr_mask),
+            rmssd_ms=known(lab.rmssd_ms, lab.hrv_mask),
+            lf_hf_ratio=known(lab.lf_hf_ratio, lab.hrv_mask),
+            stress=known(lab.stress, lab.stress_mask),
+        )
+        sample["clip_index"] = torch.tensor(index, dtype=torch.int64)
+        return sample
 
 
 class ClipDataModule(pl.LightningDataModule):
