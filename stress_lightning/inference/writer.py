@@ -12,25 +12,15 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
+from stress_lightning.models.outputs import TABLE_OUTPUTS, outputs_table
 
 
 def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
-    """One row per clip: `expression`, `expression_prob_<name>`, `hr_bpm`, `rmssd_ms`, `lf_hf_ratio`,
-    `stress_level`, `stress_prob_<name>` (the same columns the registered pyfunc model returns)."""
-    expression = outputs["expression_probs"].float().cpu().numpy()
-    stress = outputs["stress_probs"].float().cpu().numpy()
-    table: dict[str, Any] = {}
+    """One row per clip (`clip_index` first when present), the same columns the registered pyfunc model returns."""
+    table = outputs_table({k: outputs[k].float().cpu().numpy() for k in TABLE_OUTPUTS}, EXPRESSION_NAMES, STRESS_NAMES)
     if "clip_index" in outputs:
-        table["clip_index"] = outputs["clip_index"].cpu().numpy()
-    table["expression"] = [EXPRESSION_NAMES[i] for i in expression.argmax(1)]
-    for i, name in enumerate(EXPRESSION_NAMES):
-        table[f"expression_prob_{name}"] = expression[:, i]
-    for key in ("hr_bpm", "rmssd_ms", "lf_hf_ratio"):
-        table[key] = outputs[key].float().cpu().numpy()
-    table["stress_level"] = [STRESS_NAMES[i] for i in stress.argmax(1)]
-    for i, name in enumerate(STRESS_NAMES):
-        table[f"stress_prob_{name}"] = stress[:, i]
-    return pd.DataFrame(table)
+        table.insert(0, "clip_index", outputs["clip_index"].cpu().numpy())
+    return table
 
 
 class PredictionCSVWriter(BasePredictionWriter):

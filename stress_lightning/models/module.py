@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
 from stress_lightning.models.losses import hrv_log_loss, masked_mean, spectral_hr_loss
 from stress_lightning.models.net import MultiTaskNet
+from stress_lightning.models.outputs import TABLE_OUTPUTS
 
 STAGES = ("train", "val", "test")
 DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0}
@@ -187,8 +188,7 @@ class MultiTaskStressModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         out = self.net(batch["frames"], batch["roi"])
-        keep = ("expression_probs", "hr_bpm", "rmssd_ms", "lf_hf_ratio", "stress_probs")
-        result = {k: out[k] for k in keep}
+        result = {k: out[k] for k in TABLE_OUTPUTS}
         if "clip_index" in batch:
             result["clip_index"] = batch["clip_index"]
         return result

@@ -30,6 +30,7 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from torch import nn
 
+from stress_lightning.models.outputs import TABLE_OUTPUTS, outputs_table
 from stress_lightning.tracking.store import use_tracking_uri
 
 DEFAULT_NET_CLASS = "stress_lightning.models.net:MultiTaskNet"
@@ -81,29 +82,10 @@ def predict_dataframe(
                 torch.from_numpy(np.ascontiguousarray(frames[start : start + chunk])).to(device),
                 torch.from_numpy(np.ascontiguousarray(roi[start : start + chunk])).to(device),
             )
-            rows.append({k: out[k].detach().float().cpu().numpy() for k in _USED_OUTPUTS})
-    merged = {k: np.concatenate([r[k] for r in rows]) for k in _USED_OUTPUTS}
+            rows.append({k: out[k].detach().float().cpu().numpy() for k in TABLE_OUTPUTS})
+    merged = {k: np.concatenate([r[k] for r in rows]) for k in TABLE_OUTPUTS}
 
-    expression_probs = merged["expression_probs"]
-    stress_probs = merged["stress_probs"]
-    if expression_probs.shape[1] != len(expression_names) or stress_probs.shape[1] != len(stress_names):
-        raise ValueError(
-            f"net outputs {expression_probs.shape[1]} expression / {stress_probs.shape[1]} stress classes but the "
-            f"labels name {len(expression_names)} / {len(stress_names)}"
-        )
-    table: dict[str, Any] = {"expression": np.asarray(expression_names)[expression_probs.argmax(axis=1)]}
-    for i, name in enumerate(expression_names):
-        table[f"expression_prob_{name}"] = expression_probs[:, i]
-    table["hr_bpm"] = merged["hr_bpm"].reshape(-1)
-    table["rmssd_ms"] = merged["rmssd_ms"].reshape(-1)
-    table["lf_hf_ratio"] = merged["lf_hf_ratio"].reshape(-1)
-    table["stress_level"] = np.asarray(stress_names)[stress_probs.argmax(axis=1)]
-    for i, name in enumerate(stress_names):
-        table[f"stress_prob_{name}"] = stress_probs[:, i]
-    return pd.DataFrame(table)
-
-
-_USED_OUTPUTS = ("expression_probs", "hr_bpm", "rmssd_ms", "lf_hf_ratio", "stress_probs")
+    return outputs_table(merged, expression_names, stress_names)
 
 
 def _clip_arrays(model_input: Any) -> tuple[np.ndarray, np.ndarray]:
