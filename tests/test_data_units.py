@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
+import torch
 
+from stress_lightning.data.cache import TimeResampler
 from stress_lightning.data.clips import ClipSpec
+from stress_lightning.data.corpora.base import split_subjects, subject_split
+from stress_lightning.data.corpora.synthetic import read_timeline
 from stress_lightning.data.errors import CorpusError, VideoDecodeError
 from stress_lightning.data.faces import crop_face, roi_grid
-from stress_lightning.data.labels import expression_timeline, load_ecg
-from stress_lightning.data.sample import EXPRESSION_NAMES, make_sample
-from stress_lightning.data.video import iter_frames
+from stress_lightning.data.items import (
+    CardiacSignal,
+    ExpressionEvent,
+    ExpressionTimeline,
+    StressSegment,
+    StressSegments,
+)
+from stress_lightning.data.labels import cardiac_truth
+from stress_lightning.data.sample import make_sample
+from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS, LabelMap
+from stress_lightning.data.video import iter_frames, iter_timed_frames, probe_video, read_image
 
 
 def test_roi_grid_keeps_sub_lsb_pulse() -> None:
@@ -49,33 +65,107 @@ def test_crop_face_handles_box_outside_frame() -> None:
 def test_expression_timeline_masks_transitions(tmp_path) -> None:
     path = tmp_path / "expressions.csv"
     path.write_text("start_s,apex_start_s,apex_end_s,end_s,label\n1.0,1.5,3.0,3.5,happy\n")
-    timeline = expression_timeline(path)
-    assert timeline.label_at(0.5) == EXPRESSION_NAMES.index("neutral")
+    timeline = read_timeline(path)
+    assert timeline.label_at(0.5) == "neutral"
     assert timeline.label_at(1.2) is None  # onset: left unlabelled
-    assert timeline.label_at(2.0) == EXPRESSION_NAMES.index("happy")
-    assert timeline.label_at(4.0) == EXPRESSION_NAMES.index("neutral")
+    assert timeline.label_at(2.0) == "happy"
+    assert timeline.label_at(4.0) == "neutral"
 
 
 def test_expression_timeline_rejects_unknown_label(tmp_path) -> None:
     path = tmp_path / "expressions.csv"
     path.write_text("start_s,apex_start_s,apex_end_s,end_s,label\n1.0,1.5,3.0,3.5,bored\n")
     with pytest.raises(CorpusError, match=r"expressions\.csv.*bored"):
-        expression_timeline(path)
+        read_timeline(path)
 
 
-def test_ecg_shorter_than_video_names_the_file(tmp_path) -> None:
-    path = tmp_path / "ecg.csv"
-    t = np.arange(0, 5, 1 / 250)
-    path.write_text("time_s,ecg_mv\n" + "\n".join(f"{x:.4f},0.0" for x in t))
-    with pytest.raises(CorpusError, match=r"ecg\.csv: ECG lasts 5\.00 s but its video lasts 10\.00 s"):
-        load_ecg(path, 250.0, 10.0)
+def test_label_map_maps_synonyms_counts_unmapped_and_takes_overrides() -> None:
+    labels = LabelMap(BASIC_EXPRESSIONS)
+    assert labels.index("Happiness") == BASIC_EXPRESSIONS.index("happy")
+    assert labels.index("anger") == BASIC_EXPRESSIONS.index("angry")
+    assert labels.index("contempt") is None and labels.index("calm") is None
+    assert labels.unmapped == {"contempt": 1, "calm": 1}
+    eight = LabelMap((*BASIC_EXPRESSIONS, "contempt"))
+    assert eight.index("contempt") == 7
+    remapped = LabelMap(BASIC_EXPRESSIONS, overrides={"calm": "neutral", "contempt": None})
+    assert remapped.index("calm") == BASIC_EXPRESSIONS.index("neutral")
+    assert remapped.index("contempt") is None
+    coded = LabelMap(BASIC_EXPRESSIONS, corpus_map={"3": "happy", "8": None})
+    assert coded.index("3") == BASIC_EXPRESSIONS.index("happy") and coded.index("8") is None
 
 
-def test_ecg_missing_column_names_column(tmp_path) -> None:
-    path = tmp_path / "ecg.csv"
-    path.write_text("time_s,voltage\n0,1\n")
-    with pytest.raises(CorpusError, match=r"ecg\.csv: missing column\(s\) \['ecg_mv'\]"):
-        load_ecg(path, 250.0, 0.001)
+def test_stress_segments_label_only_windows_inside_one_segment() -> None:
+    segments = StressSegments((StressSegment(0, 60, "low"), StressSegment(60, 120, "high")))
+    assert segments.label_over(10, 18) == "low"
+    assert segments.label_over(56, 64) is None
+    assert segments.label_over(100, 108) == "high"
+
+
+def _ecg(fs: float, seconds: float, hr_bpm: float) -> np.ndarray:
+    t = np.arange(0, seconds, 1 / fs)
+    phase = (t * hr_bpm / 60.0) % 1.0
+    return np.exp(-(((phase - 0.5) / 0.01) ** 2)) + 0.01 * np.sin(2 * np.pi * 0.3 * t)
+
+
+def test_cardiac_truth_from_ecg_ppg_and_hr_series() -> None:
+    fs = 250.0
+    ecg = cardiac_truth(CardiacSignal("ecg", _ecg(fs, 40, 72.0), fs_hz=fs))
+    assert ecg.hr_bpm(5, 13) == pytest.approx(72.0, abs=0.5)
+    t = np.arange(0, 40, 1 / 64)
+    ppg_values = np.sin(2 * np.pi * 1.25 * t) + 0.3 * np.sin(2 * np.pi * 2.5 * t + 1)
+    ppg = cardiac_truth(CardiacSignal("ppg", ppg_values, fs_hz=64.0))
+    assert ppg.hr_bpm(5, 13) == pytest.approx(75.0, abs=1.0)
+    hr = cardiac_truth(CardiacSignal("hr", np.full(40, 66.0), times_s=np.arange(40.0)))
+    assert hr.hr_bpm(5, 13) == pytest.approx(66.0) and hr.hr_bpm(50, 58) is None
+    # the video starts 10 s into the ECG: beats move onto the video clock
+    shifted = cardiac_truth(CardiacSignal("ecg", _ecg(fs, 40, 72.0), fs_hz=fs, start_s=-10.0))
+    assert shifted.hr_bpm(0, 8) == pytest.approx(72.0, abs=0.5) and shifted.hr_bpm(25, 33) is None
+
+
+def test_unreadable_ecg_names_the_file() -> None:
+    with pytest.raises(CorpusError, match=r"ecg\.csv: has 1 non-finite"):
+        cardiac_truth(CardiacSignal("ecg", np.array([0.0, np.nan, 1.0]), fs_hz=250.0, source=Path("ecg.csv")))
+
+
+def test_time_resampler_interpolates_roi_and_marks_gaps() -> None:
+    """Frames at 30 fps with a dropped frame and a long gap, resampled to 25 fps by time."""
+    resampler = TimeResampler(25.0, (4, 4, 3), (3, 2, 2))
+    times = [i / 30 for i in range(30) if i != 7] + [1.0 + 0.5 + i / 30 for i in range(30)]
+    for t in times:
+        roi = np.full((3, 2, 2), t, np.float32)  # a ramp: linear interpolation recovers t exactly
+        resampler.push(t, np.zeros((4, 4, 3), np.uint8), roi, True)
+    faces, roi, valid = resampler.arrays()
+    targets = np.arange(len(valid)) / 25.0
+    assert np.allclose(roi[:, 0, 0, 0], targets, atol=1e-5)
+    # the 0.53 s gap between 0.967 s and 1.5 s is not bridged; the single dropped frame is
+    gap = (targets > 29 / 30) & (targets < 1.5)
+    assert not valid[gap].any() and valid[~gap].all()
+
+
+def _write_video(path: Path, times_s: list[float], size: int = 32) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for t in times_s:
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 100, np.uint8), format="rgb24")
+            frame.pts = round(t * 1000)
+            frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_timed_frames_follow_timestamps_not_indices(tmp_path) -> None:
+    path = tmp_path / "dropped.avi"
+    times = [i / 30 for i in range(40) if i not in (10, 11, 12)]
+    _write_video(path, times)
+    decoded = [t for t, _ in iter_timed_frames(path)]
+    assert len(decoded) == len(times)
+    assert np.allclose(decoded, times, atol=0.002)
+    assert probe_video(path).width == 32
 
 
 def test_corrupt_video_names_the_file(tmp_path) -> None:
@@ -85,6 +175,24 @@ def test_corrupt_video_names_the_file(tmp_path) -> None:
         list(iter_frames(path))
 
 
+def test_unreadable_image_names_the_file(tmp_path) -> None:
+    path = tmp_path / "face.jpg"
+    path.write_bytes(b"not a jpeg")
+    with pytest.raises(CorpusError, match=r"face\.jpg: cannot be decoded"):
+        read_image(path)
+    with pytest.raises(CorpusError, match="missing"):
+        read_image(tmp_path / "absent.png")
+
+
+def test_subject_splits_are_deterministic_and_disjoint() -> None:
+    subjects = [f"S{i:03d}" for i in range(40)]
+    splits = split_subjects(subjects, (0.7, 0.15, 0.15), seed=1)
+    assert splits == split_subjects(list(reversed(subjects)), (0.7, 0.15, 0.15), seed=1)
+    counts = {s: sum(v == s for v in splits.values()) for s in ("train", "val", "test")}
+    assert counts == {"train": 28, "val": 6, "test": 6}
+    assert subject_split("S001") == subject_split("S001")
+
+
 def test_clip_spec_face_offsets_are_centred() -> None:
     spec = ClipSpec(fps=25.0, clip_seconds=8.0, face_frames=8, face_span_s=1.4)
     offsets = spec.face_offsets()
@@ -92,9 +200,16 @@ def test_clip_spec_face_offsets_are_centred() -> None:
     assert offsets[0] == -offsets[-1]
 
 
-def test_make_sample_masks_missing_labels() -> None:
-    import torch
-
+def test_make_sample_masks_missing_labels_and_stills() -> None:
     sample = make_sample(torch.zeros(8, 3, 16, 16), torch.zeros(50, 3, 8, 8), 25.0, expression=3)
     assert sample["expression_mask"] and not sample["hr_mask"] and not sample["hrv_mask"]
-    assert sample["hr_bpm"] == 0.0
+    assert sample["hr_bpm"] == 0.0 and sample["roi_mask"] and not sample["still"]
+    still = make_sample(
+        torch.zeros(8, 3, 16, 16), torch.zeros(50, 3, 8, 8), 25.0, expression=1, hr_bpm=70.0, still=True
+    )
+    assert still["still"] and not still["roi_mask"] and not still["hr_mask"]
+
+
+def test_timeline_rest_label() -> None:
+    timeline = ExpressionTimeline((ExpressionEvent(1.0, 1.5, 3.0, 3.5, "sad"),), rest_label="neutral")
+    assert timeline.labels() == ["sad"] and timeline.label_at(10.0) == "neutral"

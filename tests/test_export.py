@@ -13,7 +13,8 @@ from lightning.pytorch import LightningModule, Trainer
 from mlflow import MlflowClient
 from torch.utils.data import DataLoader, TensorDataset
 
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
+from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS as EXPRESSION_NAMES
+from stress_lightning.data.taxonomy import STRESS_LEVELS as STRESS_NAMES
 from stress_lightning.export.callback import ExportCallback
 from stress_lightning.export.onnx import OnnxParityError, check_parity, export_onnx, onnx_session
 from stress_lightning.export.tensorrt import build_tensorrt_engine, tensorrt_available

@@ -17,7 +17,8 @@ import torch
 from mlflow import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
+from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS as EXPRESSION_NAMES
+from stress_lightning.data.taxonomy import STRESS_LEVELS as STRESS_NAMES
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.tracking.params import flatten_config, git_commit, git_dirty, log_config
 from stress_lightning.tracking.plots import confusion_counts, confusion_matrix_figure, hr_trace_figure

@@ -1,9 +1,21 @@
-"""Preprocessing cache: each session decoded once into face crops and ROI grids, keyed by a config hash.
+"""Preprocessing cache: each item decoded once into face crops (and, for video, ROI grids), keyed by a config hash.
 
-The folder name spells out the preprocessing (`<corpus>_face64_roi8_<hash>`) so a person can tell caches apart, and
-the hash covers the corpus fingerprint, the preprocessing settings and the cache format version, so a change in
-any of them gets a new folder instead of stale arrays. Sessions are written to a temporary folder and renamed into
-place, so an interrupted run keeps every finished session and leaves no half-written one.
+The folder name spells out the preprocessing (`<corpus>_25fps_face64_roi8_<hash>`) so a person can tell caches
+apart; the hash covers the corpus fingerprint, the preprocessing settings and the cache format version, so a
+change in any of them gets a new folder instead of stale arrays.
+
+- **Video items** (`videos/<item_id>/`): frames are decoded as a stream, each gets a face (the corpus' own boxes,
+  else detection + tracking) and is resampled *by timestamp* to the data module's clip rate: the ROI grid is
+  linearly interpolated between the two frames around each target time (a pulse survives a change of rate), the
+  face crop is the nearest frame's. Targets inside a gap longer than `MAX_GAP_S` (dropped frames) or without a
+  face are marked invalid rather than invented. Arrays: `faces.npy` [N,S,S,3] uint8, `roi.npy` [N,3,R,R]
+  float32, `valid.npy` [N] bool, `meta.json`.
+- **Still items** (`stills/chunk_XXXXX.*`): face crops of up to `STILL_CHUNK` images per chunk file.
+
+Everything is written to a temporary name and renamed into place, so a run that dies mid-way keeps every finished
+session and chunk and never leaves one that reads as valid. Bad input is reported by path (`CacheReport`); with
+`on_error="skip"` the item is left out and the run goes on, with `"fail"` the first problem raises after the
+work in flight has been saved.
 """
 
 from __future__ import annotations
@@ -12,118 +24,430 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from stress_lightning.data.corpora.base import SessionRecord
+from stress_lightning.data.corpora.base import Corpus
 from stress_lightning.data.errors import CorpusError
-from stress_lightning.data.faces import HaarFaceDetector, crop_face, read_face_boxes, roi_grid
-from stress_lightning.data.video import iter_frames
+from stress_lightning.data.items import Item, Problem, VideoFile
+from stress_lightning.data.video import probe_video
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+STILL_CHUNK = 1024
+# Longer gaps between decoded frames are not interpolated over: the pulse cannot be recovered across them.
+MAX_GAP_S = 0.25
+# A decoded video shorter than its header says by more than this is truncated.
+TRUNCATION_TOLERANCE_S = 1.0
+
+NoFacePolicy = Literal["whole_image", "skip", "fail"]
 
 
 @dataclass(frozen=True)
 class Preprocessing:
+    """Settings that change what the cache holds (all are part of its key).
+
+    Args:
+        fps: clip rate every video is resampled to.
+        face_size, roi_size, face_margin: face crop side, ROI grid side, margin around the face.
+        detector: face detection for items without boxes: "mediapipe" (detection + landmark tracking) or "haar".
+        detect_every: run the detector every N frames on video, tracking in between.
+        no_face: a still image with no face found: use the whole image, skip it (reported) or fail.
+    """
+
+    fps: float = 25.0
     face_size: int = 64
     roi_size: int = 8
     face_margin: float = 0.1
+    detector: str = "mediapipe"
+    detect_every: int = 10
+    no_face: NoFacePolicy = "whole_image"
 
 
 @dataclass(frozen=True)
-class CachedSession:
+class CachedVideo:
     faces: np.ndarray  # [N, S, S, 3] uint8 (memory-mapped)
     roi: np.ndarray  # [N, 3, R, R] float32 (memory-mapped)
+    valid: np.ndarray  # [N] bool: a face was found at that time and no long gap was bridged
+
+
+@dataclass
+class CacheReport:
+    """What building the cache found: problems by path, and counts."""
+
+    problems: list[Problem] = field(default_factory=list)
+    built: int = 0
+    skipped: int = 0
+
+    def extend(self, other: CacheReport) -> None:
+        self.problems.extend(other.problems)
+        self.built += other.built
+        self.skipped += other.skipped
+
+
+def _safe_relpath(item_id: str) -> str:
+    parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in item_id.split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
 
 
 class ClipCache:
     def __init__(self, cache_dir: str | Path, corpus: str, corpus_fingerprint: str, preprocessing: Preprocessing):
         self.preprocessing = preprocessing
         key = json.dumps(
-            {
-                "corpus": corpus,
-                "fingerprint": corpus_fingerprint,
-                "pre": asdict(preprocessing),
-                "v": CACHE_VERSION,
-            },
+            {"corpus": corpus, "fingerprint": corpus_fingerprint, "pre": asdict(preprocessing), "v": CACHE_VERSION},
             sort_keys=True,
         )
         self.key = hashlib.sha256(key.encode()).hexdigest()
-        name = f"{corpus}_face{preprocessing.face_size}_roi{preprocessing.roi_size}_{self.key[:12]}"
+        fps = f"{preprocessing.fps:g}".replace(".", "p")
+        name = f"{corpus}_{fps}fps_face{preprocessing.face_size}_roi{preprocessing.roi_size}_{self.key[:12]}"
         self.root = Path(cache_dir) / name
+        self._still_index: dict[str, tuple[int, int]] | None = None
+        self._chunks: dict[int, np.ndarray] = {}
 
-    def session_dir(self, record: SessionRecord) -> Path:
-        return self.root / record.subject_id / record.session_id
+    # -- layout -------------------------------------------------------------------------------------------
+    def video_dir(self, item: Item) -> Path:
+        return self.root / "videos" / _safe_relpath(item.item_id)
 
-    def is_cached(self, record: SessionRecord) -> bool:
-        return (self.session_dir(record) / "roi.npy").is_file()
+    def is_cached(self, item: Item) -> bool:
+        if item.is_still:
+            return item.item_id in self.still_index(refresh=True)
+        return (self.video_dir(item) / "meta.json").is_file()
 
-    def build(self, records: list[SessionRecord], progress: bool = True, workers: int = 1) -> None:
-        """Decode and cache every session not cached yet, in `workers` processes.
+    def still_index(self, refresh: bool = False) -> dict[str, tuple[int, int]]:
+        """item_id -> (chunk, row) over every finished chunk."""
+        if self._still_index is None or refresh:
+            index: dict[str, tuple[int, int]] = {}
+            folder = self.root / "stills"
+            if folder.is_dir():
+                for meta in sorted(folder.glob("chunk_*.json")):
+                    chunk = int(meta.stem.split("_")[1])
+                    for row, item_id in enumerate(json.loads(meta.read_text())["items"]):
+                        if item_id is not None:
+                            index[item_id] = (chunk, row)
+            self._still_index = index
+        return self._still_index
 
-        A bad session raises its CorpusError after the others have finished, so their work is kept.
+    def failed_items(self) -> set[str]:
+        """Items a previous build reported and left out (so a rerun does not retry them forever)."""
+        failed: set[str] = set()
+        for path in self.root.glob("**/problems.json"):
+            failed.update(p["item_id"] for p in json.loads(path.read_text()) if p.get("item_id"))
+        return failed
+
+    def problems(self) -> list[Problem]:
+        found = []
+        for path in sorted(self.root.glob("**/problems.json")):
+            found.extend(Problem(p["path"], p["reason"]) for p in json.loads(path.read_text()))
+        return found
+
+    # -- building -----------------------------------------------------------------------------------------
+    def build(self, corpus: Corpus, items: Sequence[Item], progress: bool = True, workers: int = 1) -> CacheReport:
+        """Cache every item not cached yet, in `workers` processes. Returns what was found.
+
+        With the corpus' on_error="fail" a bad item raises its CorpusError once the work in flight is saved.
         """
-        todo = [r for r in records if not self.is_cached(r)]
-        if not todo:
-            return
+        failed = self.failed_items() if corpus.on_error == "skip" else set()
+        videos = [it for it in items if not it.is_still and not self.is_cached(it) and it.item_id not in failed]
+        index = self.still_index(refresh=True)
+        stills = [it for it in items if it.is_still and it.item_id not in index and it.item_id not in failed]
+        report = CacheReport()
+        if not videos and not stills:
+            return report
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "preprocessing.json").write_text(json.dumps(asdict(self.preprocessing), indent=2))
-        bar = tqdm(total=len(todo), desc="caching clips", unit="session", disable=not progress)
-        if workers <= 1:
-            for record in todo:
-                _build_session(self, record)
-                bar.update()
-            bar.close()
-            return
-        # spawn, not fork: the parent usually has torch's thread pools running.
-        ctx = multiprocessing.get_context("spawn")
+        next_chunk = 1 + max((c for c, _ in index.values()), default=-1)
+        next_chunk = max(next_chunk, len(list((self.root / "stills").glob("chunk_*.json"))))
+        tasks = [(_build_video, (self, corpus, it)) for it in videos]
+        tasks += [
+            (_build_still_chunk, (self, corpus, stills[i : i + STILL_CHUNK], next_chunk + k))
+            for k, i in enumerate(range(0, len(stills), STILL_CHUNK))
+        ]
+        bar = tqdm(total=len(videos) + len(stills), desc="caching", unit="item", disable=not progress)
         first_error: BaseException | None = None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_build_session, self, record) for record in todo]
-            for future in as_completed(futures):
-                bar.update()
-                if future.exception() is not None and first_error is None:
-                    first_error = future.exception()
+        if workers <= 1 or len(tasks) == 1:
+            for fn, args in tasks:
+                try:
+                    part = fn(*args)
+                except CorpusError as exc:
+                    first_error = first_error or exc
+                    break
+                report.extend(part)
+                bar.update(part.built + part.skipped)
+        else:
+            # spawn, not fork: the parent usually has torch's thread pools running.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(fn, *args) for fn, args in tasks]
+                for future in as_completed(futures):
+                    if future.exception() is not None:
+                        first_error = first_error or future.exception()
+                        continue
+                    part = future.result()
+                    report.extend(part)
+                    bar.update(part.built + part.skipped)
         bar.close()
+        self._still_index = None
         if first_error is not None:
             raise first_error
+        return report
 
-    def load(self, record: SessionRecord) -> CachedSession:
-        folder = self.session_dir(record)
-        if not self.is_cached(record):
-            raise FileNotFoundError(f"{folder}: session is not cached; call build() first")
-        return CachedSession(np.load(folder / "faces.npy", mmap_mode="r"), np.load(folder / "roi.npy", mmap_mode="r"))
+    # -- loading ------------------------------------------------------------------------------------------
+    def load_video(self, item: Item) -> CachedVideo:
+        folder = self.video_dir(item)
+        if not (folder / "meta.json").is_file():
+            raise FileNotFoundError(f"{folder}: item is not cached; call build() first")
+        return CachedVideo(
+            np.load(folder / "faces.npy", mmap_mode="r"),
+            np.load(folder / "roi.npy", mmap_mode="r"),
+            np.load(folder / "valid.npy"),
+        )
+
+    def load_still(self, item: Item) -> np.ndarray:
+        """[S, S, 3] uint8 face crop of a still item."""
+        chunk, row = self.still_index()[item.item_id]
+        if chunk not in self._chunks:
+            self._chunks[chunk] = np.load(self.root / "stills" / f"chunk_{chunk:05d}.npy", mmap_mode="r")
+        return np.array(self._chunks[chunk][row])
 
 
-def _build_session(cache: ClipCache, record: SessionRecord) -> None:
-    """Decode one session into face crops and ROI grids; written to a temporary folder, then renamed."""
-    pre = cache.preprocessing
-    boxes = read_face_boxes(record.face_boxes_path, record.n_frames) if record.face_boxes_path else None
-    detector = None if boxes is not None else HaarFaceDetector()
-    faces = np.empty((record.n_frames, pre.face_size, pre.face_size, 3), dtype=np.uint8)
-    roi = np.empty((record.n_frames, 3, pre.roi_size, pre.roi_size), dtype=np.float32)
-    decoded = 0
-    for n, frame in enumerate(iter_frames(record.video_path)):
-        if n >= record.n_frames:
-            raise CorpusError(record.video_path, f"has more frames than the {record.n_frames} its labels declare")
-        box = boxes[n] if boxes is not None else detector(frame)
-        if box is None:
-            raise CorpusError(record.video_path, f"no face found up to frame {n}")
-        faces[n] = crop_face(frame, box, pre.face_size, pre.face_margin)
-        roi[n] = roi_grid(frame, box, pre.roi_size)
-        decoded = n + 1
-    if decoded != record.n_frames:
-        raise CorpusError(record.video_path, f"decoded {decoded} frames but its labels declare {record.n_frames}")
-    final = cache.session_dir(record)
+def read_all_face_boxes(path: Path) -> np.ndarray:
+    """Every per-frame box [N, 4] of a `frame,x0,y0,x1,y1` CSV (a corpus that ships boxes: the synthetic one)."""
+    from stress_lightning.data.faces import read_face_boxes
+
+    n_rows = sum(1 for _ in path.open()) - 1 if path.is_file() else 0
+    return read_face_boxes(path, max(n_rows, 0))
+
+
+def _write_problems(folder: Path, problems: list[tuple[str, Problem]]) -> None:
+    if problems:
+        rows = [{"item_id": item_id, **p.as_dict()} for item_id, p in problems]
+        (folder / "problems.json").write_text(json.dumps(rows, indent=1))
+
+
+def _atomic_dir(final: Path) -> Path:
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    np.save(tmp / "faces.npy", faces)
-    np.save(tmp / "roi.npy", roi)
+    return tmp
+
+
+def _commit_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+
+
+class BlockArray:
+    """An array that grows in preallocated blocks and is written to a .npy without a second copy in memory.
+
+    Why not a list of per-frame arrays: thousands of small arrays kept between the ~1 MB frames that are decoded
+    and freed fragment the heap, and the process' RSS grew to ~1.5 GB on a 10-minute 640x480 video
+    (benchmarks/results/cache.md) although the crops themselves are 176 MB.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, block: int = 1024) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.block = block
+        self.blocks: list[np.ndarray] = []
+        self.n = 0
+
+    def append(self, value: np.ndarray) -> None:
+        if self.n % self.block == 0:
+            self.blocks.append(np.empty((self.block, *self.shape), self.dtype))
+        self.blocks[-1][self.n % self.block] = value
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def array(self) -> np.ndarray:
+        out = np.empty((self.n, *self.shape), self.dtype)
+        self._copy_into(out)
+        return out
+
+    def save(self, path: Path) -> None:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(self.n, *self.shape))
+        self._copy_into(out)
+        out.flush()
+        del out
+
+    def _copy_into(self, out: np.ndarray) -> None:
+        for i, block in enumerate(self.blocks):
+            start = i * self.block
+            count = min(self.block, self.n - start)
+            out[start : start + count] = block[:count]
+
+
+class TimeResampler:
+    """Frames at their own times in, samples at k / fps out (ROI interpolated linearly, face from the nearest)."""
+
+    def __init__(self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...]) -> None:
+        self.fps = float(fps)
+        self.k = 0
+        self.prev: tuple[float, np.ndarray, np.ndarray, bool] | None = None
+        self.faces = BlockArray(face_shape, np.uint8)
+        self.roi = BlockArray(roi_shape, np.float32)
+        self.valid: list[bool] = []
+        self.out_of_order = 0
+
+    def push(self, t: float, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
+        if self.prev is not None and t < self.prev[0]:
+            self.out_of_order += 1  # a timestamp going back: the frame is dropped rather than reordered
+            return
+        if self.prev is not None and t == self.prev[0]:
+            self.prev = (t, face, roi, ok)  # a duplicated frame: the later copy replaces it
+            return
+        while self.k / self.fps <= t:
+            target = self.k / self.fps
+            if self.prev is None or target == t:
+                self._emit(face, roi, ok)
+            else:
+                t0, face0, roi0, ok0 = self.prev
+                w = (target - t0) / (t - t0)
+                bridged = (t - t0) <= MAX_GAP_S
+                self._emit(face0 if w < 0.5 else face, (1 - w) * roi0 + w * roi, ok0 and ok and bridged)
+        self.prev = (t, face, roi, ok)
+
+    def _emit(self, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
+        self.faces.append(face)
+        self.roi.append(roi)
+        self.valid.append(bool(ok))
+        self.k += 1
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.faces.array(), self.roi.array(), np.asarray(self.valid, dtype=bool)
+
+
+def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
+    """Decode one video item into time-resampled face crops and ROI grids (temporary folder, then renamed)."""
+    from stress_lightning.data import faces as fp
+
+    pre = cache.preprocessing
+    report = CacheReport()
+    media_path = item.files()[0]
+    try:
+        boxes = read_all_face_boxes(item.face_boxes) if item.face_boxes is not None else None
+        tracker = None if boxes is not None else fp.make_tracker(pre.detector, detect_every=pre.detect_every)
+        resampler = TimeResampler(pre.fps, (pre.face_size, pre.face_size, 3), (3, pre.roi_size, pre.roi_size))
+        blank_face = np.zeros((pre.face_size, pre.face_size, 3), np.uint8)
+        blank_roi = np.zeros((3, pre.roi_size, pre.roi_size), np.float32)
+        n = -1
+        last_t = 0.0
+        for n, (t, frame) in enumerate(corpus.frames(item)):
+            if boxes is not None:
+                if n >= len(boxes):
+                    raise CorpusError(item.face_boxes, f"has boxes for {len(boxes)} frames but the video has more")
+                face = fp.crop_face(frame, boxes[n], pre.face_size, pre.face_margin)
+                roi = fp.roi_grid(frame, boxes[n], pre.roi_size)
+                ok = True
+            else:
+                obs = tracker(frame)
+                ok = obs is not None
+                face = fp.align_face(frame, obs, pre.face_size, pre.face_margin) if ok else blank_face
+                roi = fp.landmark_roi_grid(frame, obs, pre.roi_size) if ok else blank_roi
+            resampler.push(t, face, roi, ok)
+            last_t = t
+        if n < 0 or not resampler.valid:
+            raise CorpusError(media_path, "contains no decodable frame")
+        if boxes is not None and n + 1 < len(boxes):
+            raise CorpusError(media_path, f"decoded {n + 1} frames but {item.face_boxes.name} has {len(boxes)} boxes")
+        if isinstance(item.media, VideoFile):
+            declared = probe_video(item.media.path).duration_s
+            if declared - last_t > max(TRUNCATION_TOLERANCE_S, 0.1 * declared):
+                raise CorpusError(
+                    media_path, f"truncated: decoded {last_t:.2f} s of the {declared:.2f} s its header declares"
+                )
+        valid = np.asarray(resampler.valid, dtype=bool)
+        if not valid.any():
+            raise CorpusError(media_path, "no face found in any frame")
+    except CorpusError as exc:
+        if corpus.on_error == "fail":
+            raise
+        problem = Problem(str(exc.path), exc.problem)
+        report.problems.append(problem)
+        report.skipped += 1
+        folder = cache.root / "failed" / _safe_relpath(item.item_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_problems(folder, [(item.item_id, problem)])
+        return report
+    final = cache.video_dir(item)
+    tmp = _atomic_dir(final)
+    resampler.faces.save(tmp / "faces.npy")
+    resampler.roi.save(tmp / "roi.npy")
+    np.save(tmp / "valid.npy", valid)
+    meta = {
+        "item_id": item.item_id,
+        "n": int(len(valid)),
+        "fps": pre.fps,
+        "duration_s": round(len(valid) / pre.fps, 4),
+        "decoded_frames": n + 1,
+        "valid_fraction": round(float(valid.mean()), 4),
+        "out_of_order_frames": resampler.out_of_order,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    _commit_dir(tmp, final)
+    report.built += 1
+    return report
+
+
+def _build_still_chunk(cache: ClipCache, corpus: Corpus, items: Sequence[Item], chunk: int) -> CacheReport:
+    """Face crops of a chunk of still items into `stills/chunk_XXXXX.npy` + `.json` (written atomically)."""
+    from stress_lightning.data import faces as fp
+
+    pre = cache.preprocessing
+    report = CacheReport()
+    detector = None
+    crops = np.zeros((len(items), pre.face_size, pre.face_size, 3), np.uint8)
+    ids: list[str | None] = []
+    problems: list[tuple[str, Problem]] = []
+    for i, item in enumerate(items):
+        path = str(item.files()[0])
+        try:
+            image = corpus.load_image(item)
+            box = item.media.face_box
+            if box is not None:
+                crops[i] = fp.crop_face(image, np.asarray(box, np.float32), pre.face_size, pre.face_margin)
+            elif corpus.prealigned:
+                crops[i] = fp.resize_whole(image, pre.face_size)
+            else:
+                detector = detector or fp.make_still_detector(pre.detector)
+                obs = detector(image)
+                if obs is not None:
+                    crops[i] = fp.align_face(image, obs, pre.face_size, pre.face_margin)
+                elif pre.no_face == "whole_image":
+                    crops[i] = fp.resize_whole(image, pre.face_size)
+                    problems.append((None, Problem(path, "no face found; the whole image is used")))
+                else:
+                    raise CorpusError(path, "no face found in the image")
+        except CorpusError as exc:
+            if corpus.on_error == "fail" and pre.no_face != "skip":
+                raise
+            problems.append((item.item_id, Problem(str(exc.path), exc.problem)))
+            ids.append(None)
+            report.skipped += 1
+            continue
+        ids.append(item.item_id)
+        report.built += 1
+    report.problems.extend(p for _, p in problems)
+    folder = cache.root / "stills"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"chunk_{chunk:05d}"
+    # The .npy goes first and the .json (which the index reads) last: a chunk without its .json does not exist.
+    tmp_npy = stem.with_name(stem.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp_npy, crops)
+    os.replace(tmp_npy, stem.with_suffix(".npy"))
+    if problems:
+        rows = [{"item_id": item_id, **p.as_dict()} for item_id, p in problems]
+        (folder / f"chunk_{chunk:05d}.problems").mkdir(exist_ok=True)
+        (folder / f"chunk_{chunk:05d}.problems" / "problems.json").write_text(json.dumps(rows, indent=1))
+    tmp_json = stem.with_name(stem.name + f".tmp{os.getpid()}.json")
+    tmp_json.write_text(json.dumps({"items": ids}))
+    os.replace(tmp_json, stem.with_suffix(".json"))
+    return report

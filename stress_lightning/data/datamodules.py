@@ -1,74 +1,90 @@
-"""LightningDataModules: a generic clip DataModule over any registered corpus, and the synthetic default."""
+"""The LightningDataModule over any registered corpus: videos and still images, any cardiac ground truth, the
+run's own taxonomy.
+
+`ClipDataModule` knows no corpus layout: it builds the corpus reader by name (`stress_lightning.data.corpora`),
+lets it prepare itself (the synthetic corpus generates itself there), reads its items, caches faces and ROIs
+(`cache.py`), samples clips (`clips.py`) and labels them (`labels.py`, `taxonomy.py`).
+"""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
+from collections import Counter
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from stress_lightning.data.cache import ClipCache, Preprocessing
-from stress_lightning.data.clips import ClipLabels, ClipSpec, sample_clips
-from stress_lightning.data.corpora.base import SPLITS, SessionRecord, read_corpus
+from stress_lightning.data.clips import ClipLabels, ClipSpec, SamplingStats, class_counts, sample_clips
+from stress_lightning.data.corpora.base import Corpus, build_corpus, cardiac_coverage_problems
 from stress_lightning.data.errors import CorpusError
-from stress_lightning.data.labels import cardiac_truth, expression_timeline
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES, Sample, make_sample
-from stress_lightning.data.synthetic import SyntheticConfig, generate_corpus
-
-
-def train_face_transform() -> v2.Transform:
-    """Augmentation for the face window; v2 draws one set of parameters for all Tf frames of a clip."""
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.9, 1.1)),
-            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2),
-        ]
-    )
+from stress_lightning.data.items import SPLITS, Item, Problem
+from stress_lightning.data.labels import CardiacTruth, cardiac_truth
+from stress_lightning.data.sample import Sample, make_sample
+from stress_lightning.data.taxonomy import (
+    BASIC_EXPRESSIONS,
+    STRESS_LEVELS,
+    LabelMap,
+    canonical_stress,
+    check_classes,
+)
+from stress_lightning.data.transforms import ExpressionMix, face_train_transform, roi_train_transform
 
 
 class ClipDataset(Dataset):
+    """Samples from cached items: a video clip (face window + ROI window) or a still image (repeated face)."""
+
     def __init__(
         self,
-        records: list[SessionRecord],
+        items: list[Item],
         cache: ClipCache,
         spec: ClipSpec,
         labels: ClipLabels,
-        transform: v2.Transform | None = None,
+        roi_size: int,
+        face_transform=None,
+        roi_augment: bool = False,
     ) -> None:
-        self.records = records
+        self.items = items
         self.cache = cache
         self.spec = spec
         self.labels = labels
-        self.transform = transform
+        self.roi_size = roi_size
+        self.face_transform = face_transform
+        self.roi_augment = roi_augment
         self.offsets = spec.face_offsets()
-        self._sessions: dict[int, object] = {}
+        self._videos: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def _session(self, i: int):
-        if i not in self._sessions:
-            self._sessions[i] = self.cache.load(self.records[i])
-        return self._sessions[i]
+    def _video(self, i: int):
+        if i not in self._videos:
+            self._videos[i] = self.cache.load_video(self.items[i])
+        return self._videos[i]
 
     def __getitem__(self, index: int) -> Sample:
         lab = self.labels
-        session = self._session(int(lab.session[index]))
+        i = int(lab.item[index])
         start = int(lab.start[index])
-        centre = start + self.spec.roi_frames // 2
-        # Copies out of the read-only memory map.
-        roi = torch.from_numpy(np.array(session.roi[start : start + self.spec.roi_frames]))
-        faces = session.faces[centre + self.offsets]  # fancy indexing copies: [Tf, S, S, 3] uint8
-        frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
-        if self.transform is not None:
-            frames = self.transform(frames)
+        still = start < 0
+        if still:
+            face = torch.from_numpy(self.cache.load_still(self.items[i])).permute(2, 0, 1)
+            frames = face.unsqueeze(0).expand(self.spec.face_frames, -1, -1, -1).contiguous()
+            roi = torch.zeros(self.spec.roi_frames, 3, self.roi_size, self.roi_size)
+        else:
+            video = self._video(i)
+            centre = start + self.spec.roi_frames // 2
+            # Copies out of the read-only memory map.
+            roi = torch.from_numpy(np.array(video.roi[start : start + self.spec.roi_frames]))
+            frames = torch.from_numpy(video.faces[centre + self.offsets]).permute(0, 3, 1, 2)
+            if self.roi_augment:
+                roi = roi_train_transform(roi)
+        if self.face_transform is not None:
+            frames = self.face_transform(frames)
 
         def known(values: np.ndarray, mask: np.ndarray) -> float | int | None:
             return values[index].item() if mask[index] else None
@@ -82,34 +98,49 @@ class ClipDataset(Dataset):
             rmssd_ms=known(lab.rmssd_ms, lab.hrv_mask),
             lf_hf_ratio=known(lab.lf_hf_ratio, lab.hrv_mask),
             stress=known(lab.stress, lab.stress_mask),
+            still=still,
         )
         sample["clip_index"] = torch.tensor(index, dtype=torch.int64)
         return sample
 
 
 class ClipDataModule(pl.LightningDataModule):
-    """Clips from any registered corpus, with subject-disjoint splits taken from the corpus.
+    """Clips and images from any registered corpus, with the splits the corpus defines (subject-disjoint).
 
     Args:
-        corpus: registered reader name (see `stress_lightning.data.corpora`).
-        root: corpus folder in its official layout.
-        cache_dir: where decoded face crops and ROI grids are kept.
-        fps: frame rate every session must have (the rPPG stream is built for one rate).
+        corpus: registry name (`stress-lightning data corpora` lists them).
+        root: the corpus folder in its official layout (for `synthetic`: where it is generated).
+        corpus_options: the reader's own options (e.g. `{generator: {...}}` for synthetic, `{layout: csv}`).
+        on_error: "fail" stops at the first bad file (named in the error); "skip" leaves bad items out and
+            reports every problem at the end.
+        expression_classes / stress_levels: the run's taxonomy; the model's heads follow it.
+        label_map / stress_label_map: the run's overrides of the corpus label maps (`{calm: neutral}`).
+        cache_dir: where decoded faces and ROIs are kept.
+        fps: clip rate; every video is resampled to it by timestamps.
         clip_seconds: ROI window (rPPG and heart rate) per clip.
         train_stride_s / eval_stride_s: spacing of clip starts for training and for val/test/predict.
         face_frames / face_span_s: face crops per clip and the time they span around the clip centre.
         face_size / roi_size: face crop side and ROI grid side in pixels.
-        augment: random flip/affine/colour jitter on training face crops.
-        workers: processes that decode sessions into the cache (and, for the synthetic corpus, render them).
+        hrv_window_s: HRV is computed over this window around each clip (clamped to the recording).
+        detector, detect_every, no_face: face pipeline for items without face boxes (see `Preprocessing`).
+        augment: face-window augmentation on training samples ("default" preset; `augment_preset` to change).
+        mix: CutMix/MixUp on the training batches' face windows for the expression task.
+        balanced_sampling: draw training samples with weights inverse to their expression class frequency.
+        workers: processes that decode items into the cache (and, for the synthetic corpus, render them).
+        splits: the splits to decode and serve (default all); `evaluate` decodes only the one it scores. The
+            cache key still covers the whole corpus, so the cache is the one training uses.
     """
-
-    expression_names: tuple[str, ...] = EXPRESSION_NAMES
-    stress_names: tuple[str, ...] = STRESS_NAMES
 
     def __init__(
         self,
         corpus: str = "synthetic",
         root: str = "data/synthetic",
+        corpus_options: dict[str, Any] | None = None,
+        on_error: Literal["fail", "skip"] = "fail",
+        expression_classes: list[str] | None = None,
+        stress_levels: list[str] | None = None,
+        label_map: dict[str, str | None] | None = None,
+        stress_label_map: dict[str, str | None] | None = None,
         cache_dir: str = "data_cache",
         fps: float = 25.0,
         clip_seconds: float = 8.0,
@@ -119,16 +150,34 @@ class ClipDataModule(pl.LightningDataModule):
         face_span_s: float = 1.4,
         face_size: int = 64,
         roi_size: int = 8,
+        hrv_window_s: float = 60.0,
+        detector: Literal["mediapipe", "haar"] = "mediapipe",
+        detect_every: int = 10,
+        no_face: Literal["whole_image", "skip", "fail"] = "whole_image",
         batch_size: int = 16,
         num_workers: int = 0,
         augment: bool = True,
+        augment_preset: Literal["default", "light"] = "default",
+        mix: bool = False,
+        balanced_sampling: bool = False,
         progress: bool = True,
         workers: int = 2,
+        splits: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.workers = workers
+        unknown = sorted(set(splits or []) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"splits: unknown split(s) {unknown}; known: {list(SPLITS)}")
+        self.splits = list(splits or SPLITS)
         self.corpus = corpus
         self.root = Path(root)
+        self.corpus_options = dict(corpus_options or {})
+        self.on_error = on_error
+        # The run's taxonomy (linked into the model by the CLI, recorded with the registered model).
+        self.expression_classes = list(check_classes(expression_classes or BASIC_EXPRESSIONS, "expression_classes"))
+        self.stress_levels = list(check_classes(stress_levels or STRESS_LEVELS, "stress_levels"))
+        self.label_map = dict(label_map or {})
+        self.stress_label_map = dict(stress_label_map or {})
         self.cache_dir = Path(cache_dir)
         self.fps = float(fps)
         self.spec = ClipSpec(fps=self.fps, clip_seconds=clip_seconds, face_frames=face_frames, face_span_s=face_span_s)
@@ -137,83 +186,172 @@ class ClipDataModule(pl.LightningDataModule):
         self.face_frames = face_frames
         self.face_size = face_size
         self.roi_size = roi_size
-        self.preprocessing = Preprocessing(face_size=face_size, roi_size=roi_size)
+        self.hrv_window_s = hrv_window_s
+        self.preprocessing = Preprocessing(
+            fps=self.fps,
+            face_size=face_size,
+            roi_size=roi_size,
+            detector=detector,
+            detect_every=detect_every,
+            no_face=no_face,
+        )
         self.train_stride_s = train_stride_s
         self.eval_stride_s = eval_stride_s
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
+        self.augment_preset = augment_preset
+        self.mix = ExpressionMix(len(self.expression_classes)) if mix else None
+        self.balanced_sampling = balanced_sampling
         self.progress = progress
+        self.workers = workers
         self.datasets: dict[str, ClipDataset] = {}
-        self._records: list[SessionRecord] | None = None
+        self.stats: dict[str, SamplingStats] = {}
+        self.problems: list[Problem] = []
+        self._items: list[Item] | None = None
 
     # -- corpus -------------------------------------------------------------------------------------------
-    def records(self) -> list[SessionRecord]:
-        if self._records is None:
-            records = read_corpus(self.corpus, self.root)
-            for r in records:
-                if abs(r.fps - self.fps) > 1e-6:
-                    raise CorpusError(r.video_path, f"runs at {r.fps} fps but the data module expects {self.fps}")
-            self._records = records
-        return self._records
+    @functools.cached_property
+    def reader(self) -> Corpus:
+        return build_corpus(self.corpus, on_error=self.on_error, **self.corpus_options)
+
+    def items(self) -> list[Item]:
+        """The corpus' items (preparing the corpus first where it prepares itself)."""
+        if self._items is None:
+            self._items = [it for it in self.all_items() if it.split in self.splits]
+        return self._items
+
+    @functools.cache  # noqa: B019  (one data module, one corpus read)
+    def all_items(self) -> list[Item]:
+        self.reader.prepare(self.root, progress=self.progress, workers=self.workers)
+        items = self.reader.read_checked(self.root)
+        self.problems.extend(self.reader.problems)
+        return items
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Hash of the corpus content: the one the corpus states in corpus.json, else of its file names and sizes."""
-        records = self.records()  # reads (or, for a generated corpus, first writes) the corpus
-        manifest = self.root / "corpus.json"
-        if manifest.is_file() and "fingerprint" in (meta := json.loads(manifest.read_text())):
-            corpus_part = str(meta["fingerprint"])
-        else:
-            files = sorted(
-                (str(p.relative_to(self.root)), p.stat().st_size)
-                for r in records
-                for p in (r.video_path, r.ecg_path, r.expressions_path, r.face_boxes_path)
-                if p is not None and p.exists()
-            )
-            corpus_part = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-        return corpus_part
+        """Hash of the corpus content (the reader's own, e.g. the synthetic corpus' hash of every written file)."""
+        return self.reader.fingerprint(self.root, self.all_items())
 
     def cache(self) -> ClipCache:
         return ClipCache(self.cache_dir, self.corpus, self.fingerprint, self.preprocessing)
 
+    def expression_label_map(self) -> LabelMap:
+        return LabelMap(self.expression_classes, self.reader.expression_map, self.label_map)
+
+    def stress_label_map_(self) -> LabelMap:
+        return LabelMap(self.stress_levels, self.reader.stress_map, self.stress_label_map, synonyms=canonical_stress)
+
     # -- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        self.cache().build(self.records(), progress=self.progress, workers=self.workers)
+        self._build_cache()
+
+    def _build_cache(self) -> None:
+        report = self.cache().build(self.reader, self.items(), progress=self.progress, workers=self.workers)
+        self.problems.extend(report.problems)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        records = self.records()
+        items = self.items()
         cache = self.cache()
-        missing = [r.session_id for r in records if not cache.is_cached(r)]
-        if missing:
+        if any(not cache.is_cached(it) for it in items):
             # prepare_data runs only on one process; a direct setup() call (or another rank) builds here.
-            cache.build(records, progress=self.progress, workers=self.workers)
-        cardiac = [cardiac_truth(r) for r in records]
-        expressions = [expression_timeline(r.expressions_path) if r.expressions_path else None for r in records]
+            self._build_cache()
+        failed = cache.failed_items()
+        index = cache.still_index(refresh=True)
+        usable = [it for it in items if it.item_id not in failed and (not it.is_still or it.item_id in index)]
+        valid = [None if it.is_still else cache.load_video(it).valid for it in usable]
+        cardiac = [self._cardiac(it, v) for it, v in zip(usable, valid, strict=True)]
+        expression_map, stress_map = self.expression_label_map(), self.stress_label_map_()
         for split in SPLITS:
-            idx = [i for i, r in enumerate(records) if r.split == split]
-            if not idx:
-                raise CorpusError(self.root, f"has no sessions in the {split!r} split")
-            split_records = [records[i] for i in idx]
+            idx = [i for i, it in enumerate(usable) if it.split == split]
+            split_items = [usable[i] for i in idx]
             stride = self.train_stride_s if split == "train" else self.eval_stride_s
-            labels = sample_clips(
-                split_records, self.spec, stride, [cardiac[i] for i in idx], [expressions[i] for i in idx]
+            labels, stats = sample_clips(
+                split_items,
+                self.spec,
+                stride,
+                [cardiac[i] for i in idx],
+                [valid[i] for i in idx],
+                expression_map,
+                stress_map,
             )
+            self.stats[split] = stats
             if len(labels) == 0:
-                raise CorpusError(self.root, f"{split!r} split yields no clips of {self.spec.clip_seconds} s")
-            transform = train_face_transform() if (split == "train" and self.augment) else None
-            self.datasets[split] = ClipDataset(split_records, cache, self.spec, labels, transform)
+                continue
+            train = split == "train"
+            transform = face_train_transform(self.augment_preset) if (train and self.augment) else None
+            self.datasets[split] = ClipDataset(
+                split_items, cache, self.spec, labels, self.roi_size, transform, roi_augment=train and self.augment
+            )
+        if "train" not in self.datasets and stage in (None, "fit"):
+            raise CorpusError(self.root, f"the train split yields no samples ({self._describe('train')})")
+        self._print_summary(expression_map)
+
+    def _cardiac(self, item: Item, valid: np.ndarray | None) -> CardiacTruth | None:
+        if item.cardiac is None or valid is None:
+            return None
+        try:
+            signal = self.reader.load_cardiac(item)
+            if signal is None:
+                return None
+            coverage = cardiac_coverage_problems(signal, len(valid) / self.fps, item.cardiac.path)
+            if coverage:
+                if self.on_error == "fail":
+                    raise CorpusError(coverage[0].path, coverage[0].reason)
+                self.problems.append(coverage[0])
+            return cardiac_truth(signal, self.hrv_window_s)
+        except CorpusError as exc:
+            if self.on_error == "fail":
+                raise
+            self.problems.append(Problem(str(exc.path), f"{exc.problem} (cardiac labels of this item left out)"))
+            return None
+
+    def _describe(self, split: str) -> str:
+        s = self.stats.get(split)
+        if s is None:
+            return "no items"
+        return (
+            f"{s.clips} clips, {s.stills} images; left out: {s.dropped_no_face} clips without a face, "
+            f"{s.dropped_unlabelled} unlabelled images, {len(s.too_short)} items shorter than a clip"
+        )
+
+    def _print_summary(self, expression_map: LabelMap) -> None:
+        if not self.progress:
+            return
+        for split in SPLITS:
+            counts = (
+                class_counts(self.datasets[split].labels, tuple(self.expression_classes))
+                if (split in self.datasets)
+                else Counter()
+            )
+            print(f"[data] {self.corpus} {split}: {self._describe(split)}; expression {dict(counts)}")
+        if expression_map.unmapped:
+            print(f"[data] labels left out (not in the run's classes): {dict(expression_map.unmapped)}")
+        if self.problems:
+            print(f"[data] {len(self.problems)} problem(s) found; first: {self.problems[:5]}")
+
+    def _dataset(self, split: str) -> ClipDataset:
+        if split not in self.datasets:
+            self.setup()
+        if split not in self.datasets:
+            raise CorpusError(self.root, f"corpus {self.corpus!r} has no samples in the {split!r} split")
+        return self.datasets[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self._dataset(split)
+        sampler = None
+        if shuffle and self.balanced_sampling:
+            sampler = WeightedRandomSampler(balanced_weights(dataset.labels), len(dataset), replacement=True)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
+            drop_last=shuffle and len(dataset) > self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -228,55 +366,20 @@ class ClipDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        if self.mix is not None and trainer is not None and trainer.training:
+            batch = self.mix(batch)
+        return batch
 
-class SyntheticDataModule(ClipDataModule):
-    """The embedded default: generates the synthetic corpus on first use (cached), then reads it like any corpus.
 
-    Args:
-        root: where the corpus is written (reused when its config matches).
-        generator: the generator's settings (subjects, duration, fps, frame size, seed, codec, pulse source).
-        Other arguments as in `ClipDataModule`; the frame rate comes from the generator.
-    """
-
-    def __init__(
-        self,
-        root: str = "data/synthetic",
-        generator: SyntheticConfig | None = None,
-        cache_dir: str = "data_cache",
-        clip_seconds: float = 8.0,
-        train_stride_s: float = 1.0,
-        eval_stride_s: float = 2.0,
-        face_frames: int = 8,
-        face_span_s: float = 1.4,
-        face_size: int = 64,
-        roi_size: int = 8,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        augment: bool = True,
-        progress: bool = True,
-        workers: int = 2,
-    ) -> None:
-        self.generator = generator if generator is not None else SyntheticConfig()
-        super().__init__(
-            corpus="synthetic",
-            root=root,
-            cache_dir=cache_dir,
-            fps=self.generator.fps,
-            clip_seconds=clip_seconds,
-            train_stride_s=train_stride_s,
-            eval_stride_s=eval_stride_s,
-            face_frames=face_frames,
-            face_span_s=face_span_s,
-            face_size=face_size,
-            roi_size=roi_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            progress=progress,
-            workers=workers,
-        )
-
-    def records(self) -> list[SessionRecord]:
-        if self._records is None:
-            generate_corpus(self.root, self.generator, progress=self.progress, workers=self.workers)
-        return super().records()
+def balanced_weights(labels: ClipLabels) -> torch.Tensor:
+    """Per-sample weights inverse to the expression class frequency (unlabelled samples get the mean weight)."""
+    weights = np.ones(len(labels), dtype=np.float64)
+    mask = labels.expression_mask
+    if mask.any():
+        classes, counts = np.unique(labels.expression[mask], return_counts=True)
+        per_class = dict(zip(classes.tolist(), (1.0 / counts).tolist(), strict=True))
+        weights[mask] = [per_class[c] for c in labels.expression[mask].tolist()]
+        weights[~mask] = weights[mask].mean()
+    return torch.as_tensor(weights / weights.sum())

@@ -25,14 +25,17 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from stress_lightning.data.roi import FOREHEAD, LEFT_CHEEK, RIGHT_CHEEK
+from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS
+
 # ARCHITECTURE.md ROI regions, fractions of the face box: (x0, x1, y0, y1).
 ROI_REGIONS: dict[str, tuple[float, float, float, float]] = {
-    "forehead": (0.30, 0.70, 0.10, 0.28),
-    "left_cheek": (0.15, 0.38, 0.52, 0.72),
-    "right_cheek": (0.62, 0.85, 0.52, 0.72),
+    "forehead": FOREHEAD,
+    "left_cheek": LEFT_CHEEK,
+    "right_cheek": RIGHT_CHEEK,
 }
 
-EXPRESSION_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+EXPRESSION_NAMES = BASIC_EXPRESSIONS
 
 # Fitzpatrick I-VI-like diffuse skin reflectances (RGB, 0-1), interpolated by a continuous tone in [0, 5].
 SKIN_REFLECTANCE = np.array(

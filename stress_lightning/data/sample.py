@@ -1,13 +1,15 @@
-"""The one Sample type every corpus fills: a clip plus whatever labels it has, each with an explicit mask."""
+"""The one Sample type every corpus fills: a clip plus whatever labels it has, each with an explicit mask.
+
+A still image is a one-frame clip: its face crop is repeated over the face window (the spatial stream sees it,
+the temporal stream sees a still face), its ROI is zeros with `roi_mask` False (no pulse to learn), and only its
+expression label can be present. Class indices refer to the run's taxonomy (`stress_lightning.data.taxonomy`).
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
 import torch
-
-EXPRESSION_NAMES: Final[tuple[str, ...]] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-STRESS_NAMES: Final[tuple[str, ...]] = ("low", "normal", "high")
 
 # Label keys and the mask that says whether a sample carries them.
 LABEL_MASKS: Final[dict[str, str]] = {
@@ -31,6 +33,7 @@ def make_sample(
     rmssd_ms: float | None = None,
     lf_hf_ratio: float | None = None,
     stress: int | None = None,
+    still: bool = False,
 ) -> Sample:
     """Build a Sample; a label given as None is stored as zero with its mask False (never a sentinel)."""
     if frames.ndim != 4 or frames.shape[1] != 3:
@@ -41,14 +44,16 @@ def make_sample(
     return {
         "frames": frames,
         "roi": roi,
+        "roi_mask": torch.tensor(not still),
+        "still": torch.tensor(bool(still)),
         "fps": torch.tensor(float(fps), dtype=torch.float32),
         "expression": torch.tensor(expression if expression is not None else 0, dtype=torch.int64),
         "expression_mask": torch.tensor(expression is not None),
         "hr_bpm": torch.tensor(hr_bpm if hr_bpm is not None else 0.0, dtype=torch.float32),
-        "hr_mask": torch.tensor(hr_bpm is not None),
+        "hr_mask": torch.tensor(hr_bpm is not None and not still),
         "rmssd_ms": torch.tensor(rmssd_ms if hrv_known else 0.0, dtype=torch.float32),
         "lf_hf_ratio": torch.tensor(lf_hf_ratio if hrv_known else 0.0, dtype=torch.float32),
-        "hrv_mask": torch.tensor(hrv_known),
+        "hrv_mask": torch.tensor(hrv_known and not still),
         "stress": torch.tensor(stress if stress is not None else 0, dtype=torch.int64),
         "stress_mask": torch.tensor(stress is not None),
     }

@@ -65,11 +65,12 @@ from tqdm.auto import tqdm
 
 from stress_lightning.data import physiology as phys
 from stress_lightning.data import render
+from stress_lightning.data.taxonomy import STRESS_LEVELS
 from stress_lightning.signals.quality import resample
 
 GENERATOR_VERSION = "1.1.0"
 EXPRESSION_NAMES: tuple[str, ...] = render.EXPRESSION_NAMES
-STRESS_NAMES: tuple[str, ...] = ("low", "normal", "high")
+STRESS_NAMES: tuple[str, ...] = STRESS_LEVELS
 
 HR_SHIFT_BPM = (-5.0, 0.0, 12.0)
 RMSSD_FACTOR = (1.35, 1.0, 0.5)

@@ -11,13 +11,14 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
 from stress_lightning.models.outputs import TABLE_OUTPUTS, outputs_table
 
 
-def predictions_frame(outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
+def predictions_frame(
+    outputs: dict[str, torch.Tensor], expression_names: Sequence[str], stress_names: Sequence[str]
+) -> pd.DataFrame:
     """One row per clip (`clip_index` first when present), the same columns the registered pyfunc model returns."""
-    table = outputs_table({k: outputs[k].float().cpu().numpy() for k in TABLE_OUTPUTS}, EXPRESSION_NAMES, STRESS_NAMES)
+    table = outputs_table({k: outputs[k].float().cpu().numpy() for k in TABLE_OUTPUTS}, expression_names, stress_names)
     if "clip_index" in outputs:
         table.insert(0, "clip_index", outputs["clip_index"].cpu().numpy())
     return table
@@ -46,5 +47,5 @@ class PredictionCSVWriter(BasePredictionWriter):
         output_dir.mkdir(parents=True, exist_ok=True)
         suffix = "" if trainer.world_size == 1 else f"_rank{trainer.global_rank}"
         path = output_dir / f"predictions{suffix}.csv"
-        predictions_frame(merged).to_csv(path, index=False)
+        predictions_frame(merged, pl_module.expression_names, pl_module.stress_names).to_csv(path, index=False)
         print(f"wrote {len(merged['hr_bpm'])} predictions to {path}")

@@ -19,8 +19,9 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
-from stress_lightning.data.sample import EXPRESSION_NAMES, STRESS_NAMES
+from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS, STRESS_LEVELS, check_classes
 from stress_lightning.models.losses import hrv_log_loss, masked_mean, spectral_hr_loss
+from stress_lightning.models.metrics import BalancedAccuracy
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.outputs import TABLE_OUTPUTS
 
@@ -35,6 +36,8 @@ def _task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricColl
             {
                 "expression_acc": MulticlassAccuracy(num_expressions, average="micro"),
                 "expression_f1": MulticlassF1Score(num_expressions, average="macro"),
+                # Mean per-class recall: the figure that matters on imbalanced real data.
+                "expression_balanced_acc": BalancedAccuracy(num_expressions),
             }
         ),
         "hr": MetricCollection(
@@ -60,6 +63,8 @@ class MultiTaskStressModule(pl.LightningModule):
 
     Args:
         net: keyword arguments for `MultiTaskNet` (backbone and head names and their settings).
+        expression_classes, stress_levels: the run's taxonomy (linked from the data module); head sizes follow
+            it and the class names travel with the checkpoint and the registered model.
         fps, roi_frames, face_frames, face_size, roi_size: clip geometry, linked from the data module.
         loss_weights: weight per task (`expression`, `hr`, `hrv`, `stress`); a missing task keeps its default.
         lr, weight_decay: AdamW settings; the learning rate follows a one-cycle cosine schedule.
@@ -70,6 +75,8 @@ class MultiTaskStressModule(pl.LightningModule):
     def __init__(
         self,
         net: dict[str, Any] | None = None,
+        expression_classes: list[str] | None = None,
+        stress_levels: list[str] | None = None,
         fps: float = 25.0,
         roi_frames: int = 200,
         face_frames: int = 8,
@@ -89,22 +96,22 @@ class MultiTaskStressModule(pl.LightningModule):
                 f"model.loss_weights: unknown task(s) {sorted(unknown)}; known: {list(DEFAULT_LOSS_WEIGHTS)}"
             )
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
-        self.expression_names = list(EXPRESSION_NAMES)
-        self.stress_names = list(STRESS_NAMES)
+        self.expression_names = list(check_classes(expression_classes or BASIC_EXPRESSIONS, "expression_classes"))
+        self.stress_names = list(check_classes(stress_levels or STRESS_LEVELS, "stress_levels"))
         self.net = MultiTaskNet(
             **{
                 **(net or {}),
                 "fps": fps,
                 "roi_frames": roi_frames,
-                "num_expressions": len(EXPRESSION_NAMES),
-                "num_stress": len(STRESS_NAMES),
+                "num_expressions": len(self.expression_names),
+                "num_stress": len(self.stress_names),
             }
         )
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{task}": collection.clone(prefix=f"{stage}/")
                 for stage in STAGES
-                for task, collection in _task_metrics(len(EXPRESSION_NAMES), len(STRESS_NAMES)).items()
+                for task, collection in _task_metrics(len(self.expression_names), len(self.stress_names)).items()
             }
         )
         self.last_eval_outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -125,10 +132,16 @@ class MultiTaskStressModule(pl.LightningModule):
     # -- losses --------------------------------------------------------------------------------------------
     def _losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         smoothing = self.hparams.label_smoothing
-        expression = masked_mean(
-            F.cross_entropy(out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing),
-            batch["expression_mask"],
-        )
+        if "expression_soft" in batch:
+            # CutMix/MixUp targets (data.transforms.ExpressionMix), smoothed like the hard ones.
+            soft = batch["expression_soft"]
+            soft = soft * (1 - smoothing) + smoothing / soft.shape[1]
+            per_sample = -(soft * F.log_softmax(out["expression_logits"], dim=1)).sum(dim=1)
+        else:
+            per_sample = F.cross_entropy(
+                out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing
+            )
+        expression = masked_mean(per_sample, batch["expression_mask"])
         hr_mask = batch["hr_mask"]
         hr = masked_mean(
             spectral_hr_loss(

@@ -1,6 +1,13 @@
-"""Corpus readers, registered by name. Importing this package registers all of them."""
+"""Corpus readers, one file each, registered by name in `CORPORA`. Importing this package registers all of them."""
 
-from stress_lightning.data.corpora import synthetic  # noqa: F401
-from stress_lightning.data.corpora.base import CORPORA, SessionRecord, read_corpus, register_corpus
+from stress_lightning.data.corpora import (
+    affectnet,  # noqa: F401  (registers)
+    ckplus,  # noqa: F401  (registers)
+    fer2013,  # noqa: F401  (registers)
+    image_folder,  # noqa: F401  (registers)
+    rafdb,  # noqa: F401  (registers)
+    synthetic,  # noqa: F401  (registers)
+)
+from stress_lightning.data.corpora.base import CORPORA, Corpus, build_corpus
 
-__all__ = ["CORPORA", "SessionRecord", "read_corpus", "register_corpus"]
+__all__ = ["CORPORA", "Corpus", "build_corpus"]

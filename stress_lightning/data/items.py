@@ -1,0 +1,252 @@
+"""The data contract every corpus fills: items (a video session or a still image) with whatever labels they have.
+
+A corpus reader (`stress_lightning.data.corpora`) parses its official layout into `Item`s. An item names its
+media and carries its labels *as the corpus writes them* (original names); the run's taxonomy maps them later
+(`stress_lightning.data.taxonomy`). Labels a corpus lacks are None and become masks, never sentinel values.
+
+Media:
+- `VideoFile`: any container PyAV reads, any frame rate; frame times come from the stream's timestamps, so
+  dropped or duplicated frames are handled by time, not by index.
+- `FrameFiles`: an image sequence (PURE's PNGs, CK+'s sequences) with per-frame timestamps or a nominal rate.
+- `ImageFile`: a still image on disk, optionally with a face box the corpus ships (AffectNet).
+- `CorpusImage`: a still image only the corpus can decode (FER-2013's pixel strings); `Corpus.load_image`.
+
+Ground truth:
+- expression: `ClassLabel` (one label for the whole item: an image, a RAVDESS clip, a CK+ peak frame) or an
+  `ExpressionTimeline` of events with onset/apex/offset (the synthetic corpus);
+- stress: `ClassLabel` (per session) or `StressSegments` (per time segment);
+- cardiac: a `CardiacRef` (ECG, PPG/BVP or a heart-rate series) that `Corpus.load_cardiac` turns into a
+  `CardiacSignal` on the video's clock.
+
+All of these are small frozen dataclasses: items travel to worker processes pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+CardiacKind = Literal["ecg", "ppg", "hr"]
+CARDIAC_KINDS: tuple[str, ...] = ("ecg", "ppg", "hr")
+
+
+# -- media ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoFile:
+    path: Path
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """An image sequence. `timestamps_s` (one per frame) wins over `fps`; one of them is required."""
+
+    paths: tuple[Path, ...]
+    timestamps_s: tuple[float, ...] | None = None
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.timestamps_s is None and not (self.fps and self.fps > 0):
+            raise ValueError("FrameFiles needs per-frame timestamps or a positive fps")
+        if self.timestamps_s is not None and len(self.timestamps_s) != len(self.paths):
+            raise ValueError(f"FrameFiles: {len(self.paths)} frames but {len(self.timestamps_s)} timestamps")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    # A face box the corpus ships, (x0, y0, x1, y1) in pixels; None: the face pipeline finds the face.
+    face_box: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class CorpusImage:
+    """A still image the corpus decodes itself; `source` is the file it comes from, `key` its place in it."""
+
+    source: Path
+    key: int
+    face_box: tuple[float, float, float, float] | None = None
+
+
+Media = VideoFile | FrameFiles | ImageFile | CorpusImage
+STILL_MEDIA = (ImageFile, CorpusImage)
+
+
+# -- labels ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassLabel:
+    """One label (original corpus name) for the whole item."""
+
+    label: str
+
+
+@dataclass(frozen=True)
+class ExpressionEvent:
+    start_s: float
+    apex_start_s: float
+    apex_end_s: float
+    end_s: float
+    label: str
+
+
+@dataclass(frozen=True)
+class ExpressionTimeline:
+    """Expression events; outside every event the face shows `rest_label`; during onset and offset the label is
+    unknown (the face is between two expressions, so it is left out rather than guessed)."""
+
+    events: tuple[ExpressionEvent, ...]
+    rest_label: str = "neutral"
+
+    def label_at(self, t_s: float) -> str | None:
+        for e in self.events:
+            if e.start_s <= t_s < e.end_s:
+                return e.label if e.apex_start_s <= t_s <= e.apex_end_s else None
+        return self.rest_label
+
+    def labels(self) -> list[str]:
+        return [e.label for e in self.events]
+
+
+@dataclass(frozen=True)
+class StressSegment:
+    start_s: float
+    end_s: float
+    label: str
+
+
+@dataclass(frozen=True)
+class StressSegments:
+    segments: tuple[StressSegment, ...]
+
+    def label_over(self, t0_s: float, t1_s: float) -> str | None:
+        """The label of the segment that covers the whole window [t0, t1], else None."""
+        for s in self.segments:
+            if s.start_s <= t0_s and t1_s <= s.end_s:
+                return s.label
+        return None
+
+    def labels(self) -> list[str]:
+        return [s.label for s in self.segments]
+
+
+ExpressionLabel = ClassLabel | ExpressionTimeline
+StressLabel = ClassLabel | StressSegments
+
+
+# -- cardiac ground truth -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CardiacRef:
+    """Where an item's cardiac ground truth is; the corpus loads it (`Corpus.load_cardiac`).
+
+    `offset_s` is the time of the video's first frame on the signal's clock (a signal that starts 2 s before
+    the video has offset_s = 2). `fs_hz` is the nominal sampling rate where the file does not carry times.
+    `channel` names a column or channel where a file holds several.
+    """
+
+    kind: CardiacKind
+    path: Path
+    fs_hz: float | None = None
+    offset_s: float = 0.0
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class CardiacSignal:
+    """A loaded cardiac signal on the video's clock (t = 0 at the first video frame).
+
+    ECG and PPG: `values` sampled at `fs_hz` starting at `start_s` (uniform), or at `times_s` when irregular.
+    Heart-rate series: `values` in bpm at `times_s`.
+    """
+
+    kind: CardiacKind
+    values: np.ndarray
+    fs_hz: float | None = None
+    start_s: float = 0.0
+    times_s: np.ndarray | None = None
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CARDIAC_KINDS:
+            raise ValueError(f"cardiac kind must be one of {CARDIAC_KINDS}, got {self.kind!r}")
+        if self.times_s is None and not (self.fs_hz and self.fs_hz > 0):
+            raise ValueError(f"{self.source}: a cardiac signal needs a sampling rate or per-sample times")
+        if self.times_s is not None and len(self.times_s) != len(self.values):
+            raise ValueError(f"{self.source}: {len(self.values)} samples but {len(self.times_s)} times")
+
+    def times(self) -> np.ndarray:
+        if self.times_s is not None:
+            return np.asarray(self.times_s, dtype=np.float64)
+        return self.start_s + np.arange(len(self.values)) / float(self.fs_hz)
+
+    @property
+    def end_s(self) -> float:
+        t = self.times()
+        return float(t[-1]) if len(t) else self.start_s
+
+
+# -- the item -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """One video session or one still image of one subject.
+
+    Args:
+        item_id: unique within the corpus and usable as a relative path (letters, digits, `-_./`).
+        subject_id: the person; splits are subject-disjoint and per-subject identity is kept downstream.
+        split: train, val or test.
+        media: what to decode.
+        expression / stress: labels as the corpus writes them, or None.
+        cardiac: where the cardiac ground truth is, or None.
+        face_boxes: a per-frame face box CSV (`frame,x0,y0,x1,y1`) for corpora that ship boxes.
+        attributes: group attributes (gender, skin tone, age, ...), for per-group metrics and model cards.
+        audio: a path to the item's audio where the corpus has it separately (the roadmap's voice stream).
+    """
+
+    item_id: str
+    subject_id: str
+    split: str
+    media: Media
+    expression: ExpressionLabel | None = None
+    stress: StressLabel | None = None
+    cardiac: CardiacRef | None = None
+    face_boxes: Path | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    audio: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"item {self.item_id}: split {self.split!r} not in {SPLITS}")
+
+    @property
+    def is_still(self) -> bool:
+        return isinstance(self.media, STILL_MEDIA)
+
+    def files(self) -> list[Path]:
+        """Every file the item reads (for fingerprints and problem reports)."""
+        media = self.media
+        if isinstance(media, VideoFile):
+            paths = [media.path]
+        elif isinstance(media, FrameFiles):
+            paths = list(media.paths)
+        elif isinstance(media, ImageFile):
+            paths = [media.path]
+        else:
+            paths = [media.source]
+        for extra in (self.cardiac.path if self.cardiac else None, self.face_boxes, self.audio):
+            if extra is not None:
+                paths.append(extra)
+        return paths
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a corpus file, found while reading or checking it."""
+
+    path: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
