@@ -16,6 +16,8 @@ from lightning.pytorch import LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 
+from stress_lightning.commands import COMMANDS  # noqa: E402
+from stress_lightning.commands import run as run_command  # noqa: E402
 from stress_lightning.data.datamodules import ClipDataModule  # noqa: E402
 from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
 from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
@@ -47,7 +49,15 @@ class StressLightningCLI(LightningCLI):
             help="After `fit`, test the best checkpoint on the held-out split (this runs export and registration "
             "callbacks). Used by `fit` only.",
         )
-        for name in ("fps", "roi_frames", "face_frames", "face_size", "roi_size"):
+        for name in (
+            "expression_classes",
+            "stress_levels",
+            "fps",
+            "roi_frames",
+            "face_frames",
+            "face_size",
+            "roi_size",
+        ):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def after_fit(self) -> None:
@@ -84,7 +94,14 @@ def _check_config_files(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    _check_config_files(sys.argv[1:] if args is None else args)
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        # `data` and `evaluate` are argparse commands of their own; everything else is LightningCLI.
+        code = run_command(argv)
+        if code:
+            raise SystemExit(code)
+        return
+    _check_config_files(argv)
     StressLightningCLI(
         MultiTaskStressModule,
         ClipDataModule,

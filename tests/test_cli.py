@@ -16,6 +16,7 @@ CLI = [sys.executable, "-m", "stress_lightning.cli"]
 METRICS = [
     "expression_acc",
     "expression_f1",
+    "expression_balanced_acc",
     "hr_mae_bpm",
     "hr_rmse_bpm",
     "hr_pearson",
@@ -81,7 +82,8 @@ def test_fit_logs_run_with_metrics_config_and_artifacts(fitted: Path) -> None:
             assert f"{stage}/{name}" in run.data.metrics, f"missing metric {stage}/{name}"
     params = run.data.params
     assert params["model.init_args.net.spatial_backbone"] == "conv4"
-    assert "data.init_args.generator.num_subjects" in params
+    assert "data.init_args.corpus_options.generator.num_subjects" in params
+    assert params["data.init_args.expression_classes"].startswith("[")
     tags = run.data.tags
     assert tags.get("git.commit")
     assert tags.get("data.fingerprint")
@@ -146,7 +148,7 @@ def test_print_config_and_lightning_alias(fitted: Path) -> None:
     alias = Path(sys.executable).with_name("lightning")
     if alias.exists():
         proc = _run([str(alias), "fit", *_tiny_args(fitted), "--print_config"], fitted)
-        assert "SyntheticDataModule" in proc.stdout
+        assert "corpus: synthetic" in proc.stdout
 
 
 @pytest.mark.parametrize(
