@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 # Keep the two cores for the work itself rather than for oversubscribed BLAS threads.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv fit test test-slow lint ui bench clean
+.PHONY: venv fit fit-faces test test-slow lint ui bench clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 fit: $(STAMP)
 	mkdir -p mlruns/artifacts
 	$(BIN)/stress-lightning fit --config conf/synthetic.yaml
+
+# Real photos (../shared/data/faces/muxspace): expression only, registered as `stress-faces`.
+fit-faces: $(STAMP)
+	mkdir -p mlruns/artifacts
+	$(BIN)/stress-lightning fit --config conf/faces.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

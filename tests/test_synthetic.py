@@ -86,11 +86,17 @@ def test_layout_follows_the_contract(tiny_root: Path) -> None:
 
 
 def test_reader_reads_the_corpus(tiny_root: Path) -> None:
-    from stress_lightning.data.corpora.synthetic import read_synthetic
+    from stress_lightning.data.corpora import build_corpus
 
-    records = read_synthetic(tiny_root)
-    assert len(records) == 3 * TINY.num_subjects
-    assert all(r.video_path.is_file() and r.ecg_path.is_file() for r in records)
+    corpus = build_corpus("synthetic")
+    items = corpus.read(tiny_root)
+    assert len(items) == 3 * TINY.num_subjects
+    assert all(it.media.path.is_file() and it.cardiac.path.is_file() and it.cardiac.kind == "ecg" for it in items)
+    assert {it.stress.label for it in items} == {"low", "normal", "high"}
+    # With no generator settings, prepare() adopts the corpus already at the root instead of regenerating it.
+    stamp = (tiny_root / "corpus.json").stat().st_mtime_ns
+    corpus.prepare(tiny_root, progress=False)
+    assert corpus.generator == TINY and (tiny_root / "corpus.json").stat().st_mtime_ns == stamp
 
 
 def test_deterministic_cached_and_guarded(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
