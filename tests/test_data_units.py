@@ -213,3 +213,17 @@ def test_make_sample_masks_missing_labels_and_stills() -> None:
 def test_timeline_rest_label() -> None:
     timeline = ExpressionTimeline((ExpressionEvent(1.0, 1.5, 3.0, 3.5, "sad"),), rest_label="neutral")
     assert timeline.labels() == ["sad"] and timeline.label_at(10.0) == "neutral"
+
+
+def test_block_array_spills_to_disk_and_saves_in_order(tmp_path) -> None:
+    from stress_lightning.data.cache import BlockArray
+
+    data = np.random.default_rng(0).random((11, 2, 3)).astype(np.float32)
+    for spill in (None, tmp_path / "x.spill"):
+        array = BlockArray((2, 3), np.float32, block=4, spill=spill)
+        for row in data:
+            array.append(row)
+        assert np.array_equal(array.array(), data)
+        array.save(tmp_path / "out.npy")
+        assert np.array_equal(np.load(tmp_path / "out.npy"), data)
+        assert not (tmp_path / "x.spill").exists()

@@ -117,7 +117,9 @@ class ClipCache:
 
     def is_cached(self, item: Item) -> bool:
         if item.is_still:
-            return item.item_id in self.still_index(refresh=True)
+            # The index is read once and dropped after each build: refreshing it per item would read every chunk's
+            # JSON once per image (hours on AffectNet).
+            return item.item_id in self.still_index()
         return (self.video_dir(item) / "meta.json").is_file()
 
     def still_index(self, refresh: bool = False) -> dict[str, tuple[int, int]]:
@@ -244,28 +246,60 @@ def _commit_dir(tmp: Path, final: Path) -> None:
 
 
 class BlockArray:
-    """An array that grows in preallocated blocks and is written to a .npy without a second copy in memory.
+    """An array that grows block by block, spilling full blocks to a scratch file, then becomes a .npy.
 
     Why not a list of per-frame arrays: thousands of small arrays kept between the ~1 MB frames that are decoded
     and freed fragment the heap, and the process' RSS grew to ~1.5 GB on a 10-minute 640x480 video
-    (benchmarks/results/cache.md) although the crops themselves are 176 MB.
+    (benchmarks/results/cache.md) although the crops themselves are 176 MB. With `spill` set, memory stays at one
+    block whatever the length of the video (hour-long sessions exist).
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, block: int = 1024) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], dtype: np.dtype | type, block: int = 1024, spill: Path | None = None
+    ) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.block = block
-        self.blocks: list[np.ndarray] = []
+        self.current: np.ndarray | None = None
+        self.kept: list[np.ndarray] = []  # full blocks held in memory (no spill file)
+        self.spill = spill
+        self._spill_file = None
         self.n = 0
 
     def append(self, value: np.ndarray) -> None:
-        if self.n % self.block == 0:
-            self.blocks.append(np.empty((self.block, *self.shape), self.dtype))
-        self.blocks[-1][self.n % self.block] = value
+        if self.current is None:
+            self.current = np.empty((self.block, *self.shape), self.dtype)
+        self.current[self.n % self.block] = value
         self.n += 1
+        if self.n % self.block == 0:
+            self._retire()
+
+    def _retire(self) -> None:
+        if self.spill is None:
+            self.kept.append(self.current)
+        else:
+            if self._spill_file is None:
+                self._spill_file = open(self.spill, "wb")  # noqa: SIM115  (closed in _close_spill)
+            self._spill_file.write(self.current.tobytes())
+        self.current = None
 
     def __len__(self) -> int:
         return self.n
+
+    def _chunks(self):
+        """The data in order, as arrays of at most one block."""
+        full = self.n // self.block
+        if self.spill is not None and self._spill_file is not None:
+            self._spill_file.flush()
+            per_block = self.block * int(np.prod(self.shape)) * self.dtype.itemsize
+            with open(self.spill, "rb") as handle:
+                for _ in range(full):
+                    yield np.frombuffer(handle.read(per_block), self.dtype).reshape(self.block, *self.shape)
+        else:
+            yield from self.kept[:full]
+        rest = self.n - full * self.block
+        if rest:
+            yield self.current[:rest]
 
     def array(self) -> np.ndarray:
         out = np.empty((self.n, *self.shape), self.dtype)
@@ -277,23 +311,33 @@ class BlockArray:
         self._copy_into(out)
         out.flush()
         del out
+        self.close()
+
+    def close(self) -> None:
+        if self._spill_file is not None:
+            self._spill_file.close()
+            self._spill_file = None
+            Path(self.spill).unlink(missing_ok=True)
 
     def _copy_into(self, out: np.ndarray) -> None:
-        for i, block in enumerate(self.blocks):
-            start = i * self.block
-            count = min(self.block, self.n - start)
-            out[start : start + count] = block[:count]
+        start = 0
+        for chunk in self._chunks():
+            out[start : start + len(chunk)] = chunk
+            start += len(chunk)
 
 
 class TimeResampler:
     """Frames at their own times in, samples at k / fps out (ROI interpolated linearly, face from the nearest)."""
 
-    def __init__(self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...], spill_dir: Path | None = None
+    ) -> None:
         self.fps = float(fps)
         self.k = 0
         self.prev: tuple[float, np.ndarray, np.ndarray, bool] | None = None
-        self.faces = BlockArray(face_shape, np.uint8)
-        self.roi = BlockArray(roi_shape, np.float32)
+        spill = (lambda name: spill_dir / name) if spill_dir is not None else (lambda name: None)
+        self.faces = BlockArray(face_shape, np.uint8, spill=spill("faces.spill"))
+        self.roi = BlockArray(roi_shape, np.float32, spill=spill("roi.spill"))
         self.valid: list[bool] = []
         self.out_of_order = 0
 
@@ -332,10 +376,16 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
     pre = cache.preprocessing
     report = CacheReport()
     media_path = item.files()[0]
+    tracker = None
+    tmp: Path | None = None
     try:
         boxes = read_all_face_boxes(item.face_boxes) if item.face_boxes is not None else None
         tracker = None if boxes is not None else fp.make_tracker(pre.detector, detect_every=pre.detect_every)
-        resampler = TimeResampler(pre.fps, (pre.face_size, pre.face_size, 3), (3, pre.roi_size, pre.roi_size))
+        final = cache.video_dir(item)
+        tmp = _atomic_dir(final)
+        resampler = TimeResampler(
+            pre.fps, (pre.face_size, pre.face_size, 3), (3, pre.roi_size, pre.roi_size), spill_dir=tmp
+        )
         blank_face = np.zeros((pre.face_size, pre.face_size, 3), np.uint8)
         blank_roi = np.zeros((3, pre.roi_size, pre.roi_size), np.float32)
         n = -1
@@ -348,7 +398,7 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
                 roi = fp.roi_grid(frame, boxes[n], pre.roi_size)
                 ok = True
             else:
-                obs = tracker(frame)
+                obs = tracker(frame, timestamp_s=t)
                 ok = obs is not None
                 face = fp.align_face(frame, obs, pre.face_size, pre.face_margin) if ok else blank_face
                 roi = fp.landmark_roi_grid(frame, obs, pre.roi_size) if ok else blank_roi
@@ -368,6 +418,8 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
         if not valid.any():
             raise CorpusError(media_path, "no face found in any frame")
     except CorpusError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if corpus.on_error == "fail":
             raise
         problem = Problem(str(exc.path), exc.problem)
@@ -377,8 +429,9 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
         folder.mkdir(parents=True, exist_ok=True)
         _write_problems(folder, [(item.item_id, problem)])
         return report
-    final = cache.video_dir(item)
-    tmp = _atomic_dir(final)
+    finally:
+        if tracker is not None:
+            tracker.close()
     resampler.faces.save(tmp / "faces.npy")
     resampler.roi.save(tmp / "roi.npy")
     np.save(tmp / "valid.npy", valid)
