@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stress_lightning.commands import (
     CommandError,
@@ -17,6 +17,9 @@ from stress_lightning.commands import (
     print_json,
     table,
 )
+
+if TYPE_CHECKING:
+    from stress_lightning.data.taxonomy import LabelMap
 
 SUMMARY_DESCRIPTION = """\
 Read a corpus (no cache is built, nothing is generated) and print, per split, the number of items (videos or
@@ -186,6 +189,17 @@ class CorpusSummary:
         return "\n".join(sections)
 
 
+def _tally(label, label_map: LabelMap, known: Counter, unmapped: Counter) -> None:
+    """Count an item's labels (one for a ClassLabel, each event or segment of a timeline) by class or, when the
+    run does not list it, by its original name."""
+    for original in label.labels() if label is not None else []:
+        idx = label_map.index(original, count=False)
+        if idx is None:
+            unmapped[str(original)] += 1
+        else:
+            known[label_map.classes[idx]] += 1
+
+
 def summarize(
     reader: Any,
     root: Path,
@@ -194,7 +208,7 @@ def summarize(
     check: bool = True,
 ) -> CorpusSummary:
     """Read `root` with `reader` (its on_error decides whether reading stops at a bad file) and count."""
-    from stress_lightning.data.items import SPLITS, ClassLabel, ExpressionTimeline, Problem, StressSegments
+    from stress_lightning.data.items import SPLITS, Problem
     from stress_lightning.data.taxonomy import LabelMap, canonical_stress
 
     items = reader.read_checked(root)
@@ -206,32 +220,8 @@ def summarize(
         counts = splits.setdefault(item.split, SplitCounts())
         counts.items += 1
         counts.subjects.add(item.subject_id)
-        expression = item.expression
-        if isinstance(expression, ClassLabel):
-            labels = [expression.label]
-        elif isinstance(expression, ExpressionTimeline):
-            labels = expression.labels()
-        else:
-            labels = []
-        for label in labels:
-            idx = expression_map.index(label, count=False)
-            if idx is None:
-                counts.unmapped[str(label)] += 1
-            else:
-                counts.expression[expression_map.classes[idx]] += 1
-        stress = item.stress
-        if isinstance(stress, ClassLabel):
-            stress_labels = [stress.label]
-        elif isinstance(stress, StressSegments):
-            stress_labels = stress.labels()
-        else:
-            stress_labels = []
-        for label in stress_labels:
-            idx = stress_map.index(label, count=False)
-            if idx is None:
-                counts.stress_unmapped[str(label)] += 1
-            else:
-                counts.stress[stress_map.classes[idx]] += 1
+        _tally(item.expression, expression_map, counts.expression, counts.unmapped)
+        _tally(item.stress, stress_map, counts.stress, counts.stress_unmapped)
         counts.cardiac[item.cardiac.kind if item.cardiac is not None else "none"] += 1
         if check:
             try:

@@ -83,6 +83,9 @@ class ClassLabel:
 
     label: str
 
+    def labels(self) -> list[str]:
+        return [self.label]
+
 
 @dataclass(frozen=True)
 class ExpressionEvent:
