@@ -447,6 +447,11 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     _commit_dir(tmp, final)
     report.built += 1
+    if valid.mean() < 0.9:
+        # Not fatal: clips over those frames are left out (and counted); say where so a person can look.
+        report.problems.append(
+            Problem(str(media_path), f"no face in {100 * (1 - valid.mean()):.0f} % of the time; clips there left out")
+        )
     return report
 
 
