@@ -313,9 +313,9 @@ def memory_section(lines: list[str], minutes: float, max_wall_s: float, force_fu
         growth = (
             f"From the {probe_minutes:g}- to the {run_minutes:g}-minute build the peak grows by "
             f"{slope / 1024:.0f} MiB per minute of video ({slope / 1024 / (face_mib / run_minutes):.1f}x the "
-            "cached arrays' rate: the crops are held in memory until the end of the video and then written "
-            "through a memory map whose pages also count in RSS), so a single session of about "
-            f"{reach:.0f} minutes would reach {PEAK_RSS_TARGET_GB} GB. "
+            "cached arrays' rate; the cache spills full blocks to disk while decoding and writes the arrays "
+            "block by block, so what grows is the page cache of those writes and the allocator's arenas), so at "
+            f"that rate a single session of about {reach:.0f} minutes would reach {PEAK_RSS_TARGET_GB} GB. "
         )
     lines += [
         f"### 1. Peak memory of caching a {minutes:g}-minute 640x480 video (target: peak RSS < "

@@ -307,10 +307,16 @@ class BlockArray:
         return out
 
     def save(self, path: Path) -> None:
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(self.n, *self.shape))
-        self._copy_into(out)
-        out.flush()
-        del out
+        """Write a .npy block by block with plain file writes (a memory map's dirty pages would count in RSS)."""
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (self.n, *self.shape),
+        }
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for chunk in self._chunks():
+                handle.write(np.ascontiguousarray(chunk).tobytes())
         self.close()
 
     def close(self) -> None:
