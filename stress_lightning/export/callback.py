@@ -52,7 +52,10 @@ class ExportCallback(RunAwareCallback):
     def __init__(
         self,
         atol: float = 1e-3,
-        rtol: float = 1e-4,
+        # 1e-3 relative: the soft-argmax heart rate (temperature 0.05 over a log spectrum) and the HRV head read
+        # from it amplify float32 rounding; a trained synthetic model differed by up to 1.6e-4 of hr_bpm
+        # (0.009 bpm) between onnxruntime and PyTorch. Export bugs give errors orders of magnitude larger.
+        rtol: float = 1e-3,
         opset: int = DEFAULT_OPSET,
         parity_batch_sizes: tuple[int, ...] = (1, 2),
         dynamic_spatial: bool = True,

@@ -119,7 +119,7 @@ def check_parity(
     onnx_path: str | Path,
     example_inputs: Sequence[torch.Tensor],
     atol: float = 1e-3,
-    rtol: float = 1e-4,
+    rtol: float = 1e-3,
 ) -> dict[str, float]:
     """Max abs difference per output between PyTorch (CPU, eval) and onnxruntime (CPU) on `example_inputs`.
 
