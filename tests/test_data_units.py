@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
 from stress_lightning.data.cache import TimeResampler
 from stress_lightning.data.clips import ClipSpec
-from stress_lightning.data.corpora.base import split_subjects, subject_split
+from stress_lightning.data.corpora.base import split_subjects
 from stress_lightning.data.corpora.synthetic import read_timeline
 from stress_lightning.data.errors import CorpusError, VideoDecodeError
 from stress_lightning.data.faces import crop_face, roi_grid
@@ -142,26 +140,10 @@ def test_time_resampler_interpolates_roi_and_marks_gaps() -> None:
     assert not valid[gap].any() and valid[~gap].all()
 
 
-def _write_video(path: Path, times_s: list[float], size: int = 32) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=30)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        for t in times_s:
-            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 100, np.uint8), format="rgb24")
-            frame.pts = round(t * 1000)
-            frame.time_base = Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-def test_timed_frames_follow_timestamps_not_indices(tmp_path) -> None:
+def test_timed_frames_follow_timestamps_not_indices(tmp_path, write_timed_video) -> None:
     path = tmp_path / "dropped.avi"
     times = [i / 30 for i in range(40) if i not in (10, 11, 12)]
-    _write_video(path, times)
+    write_timed_video(path, ((t, np.full((32, 32, 3), 100, np.uint8)) for t in times))
     decoded = [t for t, _ in iter_timed_frames(path)]
     assert len(decoded) == len(times)
     assert np.allclose(decoded, times, atol=0.002)
@@ -190,7 +172,6 @@ def test_subject_splits_are_deterministic_and_disjoint() -> None:
     assert splits == split_subjects(list(reversed(subjects)), (0.7, 0.15, 0.15), seed=1)
     counts = {s: sum(v == s for v in splits.values()) for s in ("train", "val", "test")}
     assert counts == {"train": 28, "val": 6, "test": 6}
-    assert subject_split("S001") == subject_split("S001")
 
 
 def test_clip_spec_face_offsets_are_centred() -> None:

@@ -47,6 +47,8 @@ MAX_GAP_S = 0.25
 # A decoded video shorter than its header says by more than this is truncated.
 TRUNCATION_TOLERANCE_S = 1.0
 
+CHUNK_NAME = re.compile(r"chunk_(\d+)\.json")
+
 NoFacePolicy = Literal["whole_image", "skip", "fail"]
 
 
@@ -126,15 +128,20 @@ class ClipCache:
         """item_id -> (chunk, row) over every finished chunk."""
         if self._still_index is None or refresh:
             index: dict[str, tuple[int, int]] = {}
-            folder = self.root / "stills"
-            if folder.is_dir():
-                for meta in sorted(folder.glob("chunk_*.json")):
-                    chunk = int(meta.stem.split("_")[1])
-                    for row, item_id in enumerate(json.loads(meta.read_text())["items"]):
-                        if item_id is not None:
-                            index[item_id] = (chunk, row)
+            for chunk, meta in self._chunk_files():
+                for row, item_id in enumerate(json.loads(meta.read_text())["items"]):
+                    if item_id is not None:
+                        index[item_id] = (chunk, row)
             self._still_index = index
         return self._still_index
+
+    def _chunk_files(self) -> list[tuple[int, Path]]:
+        """(number, path) of every finished still chunk; a `.tmp<pid>.json` left by a killed run is not one."""
+        folder = self.root / "stills"
+        if not folder.is_dir():
+            return []
+        found = ((CHUNK_NAME.fullmatch(p.name), p) for p in folder.iterdir())
+        return sorted((int(m.group(1)), p) for m, p in found if m)
 
     def failed_items(self) -> set[str]:
         """Items a previous build reported and left out (so a rerun does not retry them forever)."""
@@ -164,8 +171,8 @@ class ClipCache:
             return report
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "preprocessing.json").write_text(json.dumps(asdict(self.preprocessing), indent=2))
-        next_chunk = 1 + max((c for c, _ in index.values()), default=-1)
-        next_chunk = max(next_chunk, len(list((self.root / "stills").glob("chunk_*.json"))))
+        # After every chunk on disk, also those whose images all failed (they hold no index entry).
+        next_chunk = 1 + max((c for c, _ in self._chunk_files()), default=-1)
         tasks = [(_build_video, (self, corpus, it)) for it in videos]
         tasks += [
             (_build_still_chunk, (self, corpus, stills[i : i + STILL_CHUNK], next_chunk + k))
@@ -217,14 +224,6 @@ class ClipCache:
         if chunk not in self._chunks:
             self._chunks[chunk] = np.load(self.root / "stills" / f"chunk_{chunk:05d}.npy", mmap_mode="r")
         return np.array(self._chunks[chunk][row])
-
-
-def read_all_face_boxes(path: Path) -> np.ndarray:
-    """Every per-frame box [N, 4] of a `frame,x0,y0,x1,y1` CSV (a corpus that ships boxes: the synthetic one)."""
-    from stress_lightning.data.faces import read_face_boxes
-
-    n_rows = sum(1 for _ in path.open()) - 1 if path.is_file() else 0
-    return read_face_boxes(path, max(n_rows, 0))
 
 
 def _write_problems(folder: Path, problems: list[tuple[str, Problem]]) -> None:
@@ -339,7 +338,6 @@ class TimeResampler:
         self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...], spill_dir: Path | None = None
     ) -> None:
         self.fps = float(fps)
-        self.k = 0
         self.prev: tuple[float, np.ndarray, np.ndarray, bool] | None = None
         spill = (lambda name: spill_dir / name) if spill_dir is not None else (lambda name: None)
         self.faces = BlockArray(face_shape, np.uint8, spill=spill("faces.spill"))
@@ -354,8 +352,8 @@ class TimeResampler:
         if self.prev is not None and t == self.prev[0]:
             self.prev = (t, face, roi, ok)  # a duplicated frame: the later copy replaces it
             return
-        while self.k / self.fps <= t:
-            target = self.k / self.fps
+        while len(self.valid) / self.fps <= t:
+            target = len(self.valid) / self.fps
             if self.prev is None or target == t:
                 self._emit(face, roi, ok)
             else:
@@ -369,7 +367,6 @@ class TimeResampler:
         self.faces.append(face)
         self.roi.append(roi)
         self.valid.append(bool(ok))
-        self.k += 1
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.faces.array(), self.roi.array(), np.asarray(self.valid, dtype=bool)
@@ -385,7 +382,7 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
     tracker = None
     tmp: Path | None = None
     try:
-        boxes = read_all_face_boxes(item.face_boxes) if item.face_boxes is not None else None
+        boxes = fp.read_face_boxes(item.face_boxes) if item.face_boxes is not None else None
         tracker = None if boxes is not None else fp.make_tracker(pre.detector, detect_every=pre.detect_every)
         final = cache.video_dir(item)
         tmp = _atomic_dir(final)

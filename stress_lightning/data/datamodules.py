@@ -236,10 +236,10 @@ class ClipDataModule(pl.LightningDataModule):
     def cache(self) -> ClipCache:
         return ClipCache(self.cache_dir, self.corpus, self.fingerprint, self.preprocessing)
 
-    def expression_label_map(self) -> LabelMap:
+    def expression_labels(self) -> LabelMap:
         return LabelMap(self.expression_classes, self.reader.expression_map, self.label_map)
 
-    def stress_label_map_(self) -> LabelMap:
+    def stress_labels(self) -> LabelMap:
         return LabelMap(self.stress_levels, self.reader.stress_map, self.stress_label_map, synonyms=canonical_stress)
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class ClipDataModule(pl.LightningDataModule):
         usable = [it for it in items if it.item_id not in failed and (not it.is_still or it.item_id in index)]
         valid = [None if it.is_still else cache.load_video(it).valid for it in usable]
         cardiac = [self._cardiac(it, v) for it, v in zip(usable, valid, strict=True)]
-        expression_map, stress_map = self.expression_label_map(), self.stress_label_map_()
+        expression_map, stress_map = self.expression_labels(), self.stress_labels()
         for split in SPLITS:
             idx = [i for i, it in enumerate(usable) if it.split == split]
             split_items = [usable[i] for i in idx]

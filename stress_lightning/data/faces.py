@@ -34,10 +34,11 @@ from stress_lightning.data.roi import FOREHEAD, LEFT_CHEEK, RIGHT_CHEEK  # noqa:
 from stress_lightning.data.tables import read_csv_checked
 
 
-def read_face_boxes(path: Path, n_frames: int) -> np.ndarray:
-    """Per-frame boxes [n_frames, 4] (x0, y0, x1, y1) from a `frame,x0,y0,x1,y1` CSV."""
+def read_face_boxes(path: Path, n_frames: int | None = None) -> np.ndarray:
+    """Per-frame boxes [n_frames, 4] (x0, y0, x1, y1) from a `frame,x0,y0,x1,y1` CSV (every row when n_frames is
+    None)."""
     table = read_csv_checked(path, ["frame", "x0", "y0", "x1", "y1"])
-    if len(table) < n_frames:
+    if n_frames is not None and len(table) < n_frames:
         raise CorpusError(path, f"has boxes for {len(table)} frames but the video has {n_frames}")
     boxes = table.sort_values("frame")[["x0", "y0", "x1", "y1"]].to_numpy(np.float32)[:n_frames]
     if not np.isfinite(boxes).all() or ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():

@@ -24,7 +24,6 @@ import numpy as np
 
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import (
-    SPLITS,
     CardiacSignal,
     CorpusImage,
     FrameFiles,
@@ -73,7 +72,7 @@ class Corpus:
     # -- what each corpus implements ----------------------------------------------------------------------
     def read(self, root: Path) -> list[Item]:
         """Parse the corpus at `root` (the folder its official release unpacks to) into items."""
-        raise NotImplementedError
+        raise NotImplementedError(f"corpus class {type(self).__name__} does not implement read(root)")
 
     def prepare(self, root: Path, progress: bool = True, workers: int = 1) -> None:
         """Make the corpus exist at `root` where the package can (the synthetic corpus generates it)."""
@@ -199,19 +198,6 @@ def cardiac_coverage_problems(signal: CardiacSignal, video_duration_s: float, pa
 def build_corpus(name: str, on_error: OnError = "fail", **options) -> Corpus:
     """A corpus reader by registry name, with its options."""
     return CORPORA.build(name, on_error=on_error, **options)
-
-
-def subject_split(subject_id: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> str:
-    """A deterministic subject-disjoint split for corpora without an official one: a stable hash of the subject
-    id (not Python's salted `hash`) places it in train / val / test with the given fractions."""
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    u = (zlib.crc32(f"{seed}:{subject_id}".encode()) & 0xFFFFFFFF) / 2**32
-    if u < fractions[0]:
-        return SPLITS[0]
-    if u < fractions[0] + fractions[1]:
-        return SPLITS[1]
-    return SPLITS[2]
 
 
 def split_subjects(
