@@ -38,14 +38,12 @@ from tqdm.auto import tqdm
 from stress_lightning.data.corpora.base import Corpus
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import Item, Problem, VideoFile
-from stress_lightning.data.video import probe_video
+from stress_lightning.data.video import declared_duration, ends_early, probe_video
 
 CACHE_VERSION = 2
 STILL_CHUNK = 1024
 # Longer gaps between decoded frames are not interpolated over: the pulse cannot be recovered across them.
 MAX_GAP_S = 0.25
-# A decoded video shorter than its header says by more than this is truncated.
-TRUNCATION_TOLERANCE_S = 1.0
 
 CHUNK_NAME = re.compile(r"chunk_(\d+)\.json")
 
@@ -412,8 +410,8 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
         if boxes is not None and n + 1 < len(boxes):
             raise CorpusError(media_path, f"decoded {n + 1} frames but {item.face_boxes.name} has {len(boxes)} boxes")
         if isinstance(item.media, VideoFile):
-            declared = probe_video(item.media.path).duration_s
-            if declared - last_t > max(TRUNCATION_TOLERANCE_S, 0.1 * declared):
+            declared = declared_duration(probe_video(item.media.path))
+            if ends_early(last_t, declared):
                 raise CorpusError(
                     media_path, f"truncated: decoded {last_t:.2f} s of the {declared:.2f} s its header declares"
                 )

@@ -1,0 +1,108 @@
+"""Pieces several corpus readers share: option checks, fixed actor splits, session folder search, sample cleanup.
+
+Readers import these from here rather than from one another. Two older exceptions remain: the image-folder
+helpers (`safe_item_id`, `list_images`, ...) still live in `image_folder.py`, where the image corpora and the
+manifest import them, and the event CSV columns in `synthetic.py`; moving them is left for a later clean-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+# Which of a pulse oximeter's signals is an item's cardiac ground truth: its waveform or its heart rate.
+CardiacChoice = Literal["ppg", "hr"]
+
+
+# -- options --------------------------------------------------------------------------------------------------
+def check_split_fractions(fractions: Sequence[float], corpus: str) -> tuple[float, float, float]:
+    """Train, val, test shares: three non-negative numbers summing to 1."""
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"{corpus}: split_fractions must be three non-negative numbers summing to 1, got {values}")
+    return values  # type: ignore[return-value]
+
+
+def check_cardiac_choice(value: str, corpus: str) -> CardiacChoice:
+    """An oximeter reader's `cardiac` option: "ppg" or "hr"."""
+    if value not in ("ppg", "hr"):
+        raise ValueError(
+            f"{corpus}: cardiac must be 'ppg' (the oximeter's waveform) or 'hr' (its heart rate), got {value!r}"
+        )
+    return value  # type: ignore[return-value]
+
+
+# -- fixed actor splits ---------------------------------------------------------------------------------------
+def actor_number(actor: str | int) -> int:
+    try:
+        return int(actor)
+    except (TypeError, ValueError):
+        raise ValueError(f"actor ids are numbers, got {actor!r}") from None
+
+
+def fixed_actor_splits(
+    actors: Iterable[str], split_actors: Mapping[str, Sequence[str | int]], what: str
+) -> dict[str, str]:
+    """Actor -> split from fixed val/test lists (numbers compared as numbers, so 1 == "01"); the rest is train."""
+    split_of: dict[int, str] = {}
+    for split, listed in split_actors.items():
+        for actor in listed:
+            number = actor_number(actor)
+            if split_of.get(number, split) != split:
+                raise ValueError(f"{what}: actor {actor} is listed in both {split_of[number]} and {split}")
+            split_of[number] = split
+    return {actor: split_of.get(actor_number(actor), "train") for actor in actors}
+
+
+def check_split_actors(split_actors: Mapping[str, Sequence[str | int]] | None, what: str) -> dict[str, tuple[int, ...]]:
+    """Validated {val: [...], test: [...]} (actor numbers)."""
+    if split_actors is None:
+        return {}
+    if not isinstance(split_actors, Mapping):
+        raise ValueError(f"{what}: split_actors must map val/test to lists of actors, got {split_actors!r}")
+    unknown = sorted(set(split_actors) - {"val", "test"})
+    if unknown:
+        raise ValueError(f"{what}: split_actors keys must be val and/or test, got {unknown}")
+    result = {split: tuple(actor_number(a) for a in actors) for split, actors in split_actors.items()}
+    fixed_actor_splits([], result, what)  # refuses an actor listed twice
+    return result
+
+
+# -- layout and samples ---------------------------------------------------------------------------------------
+def session_folders(root: Path, is_session: Callable[[Path], bool], max_depth: int) -> list[Path]:
+    """Folders under root (root included, at most `max_depth` levels down) for which `is_session(folder)` holds,
+    not descending into them; hidden folders are skipped."""
+    found = []
+    root_depth = len(root.parts)
+    for dirpath, dirnames, _ in os.walk(root):
+        folder = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if is_session(folder):
+            found.append(folder)
+            dirnames[:] = []
+        elif len(folder.parts) - root_depth >= max_depth:
+            dirnames[:] = []
+    return sorted(found)
+
+
+def strictly_increasing(times_s: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples sorted by time, samples sharing a time averaged into one: the beat detectors resample by time and
+    need strictly increasing times, and oximeter logs repeat a time when several packets arrive together."""
+    times_s, values = np.asarray(times_s, np.float64), np.asarray(values, np.float64)
+    if np.all(np.diff(times_s) > 0):
+        return times_s, values
+    times, inverse, counts = np.unique(times_s, return_inverse=True, return_counts=True)
+    return times, np.bincount(inverse, weights=values, minlength=len(times)) / counts
+
+
+def is_number(text: str) -> bool:
+    """Whether `float(text)` parses (for naming the first bad value of a numeric field)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
