@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 # Keep the two cores for the work itself rather than for oversubscribed BLAS threads.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv fit fit-faces test test-slow lint ui bench clean
+.PHONY: venv fit fit-faces fit-mixed bench-swell test test-slow lint ui bench clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,15 @@ fit: $(STAMP)
 fit-faces: $(STAMP)
 	mkdir -p mlruns/artifacts
 	$(BIN)/stress-lightning fit --config conf/faces.yaml
+
+# Several corpora in one run (synthetic + photos + SWELL-KW physiology), registered as `stress-mixed`.
+fit-mixed: $(STAMP)
+	mkdir -p mlruns/artifacts
+	$(BIN)/stress-lightning fit --config conf/mixed.yaml
+
+# SWELL-KW stress leave-subject-out with the package's stress head (benchmarks/results/swell_kw.md).
+bench-swell: $(STAMP)
+	$(BIN)/python benchmarks/bench_swell_kw.py --out benchmarks/results/swell_kw.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -12,13 +12,13 @@ import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on import
 
-from lightning.pytorch import LightningModule, Trainer  # noqa: E402
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 
+import stress_lightning.data.mixed  # noqa: E402, F401  (MixedDataModule, importable by class_path)
 from stress_lightning.commands import COMMANDS  # noqa: E402
 from stress_lightning.commands import run as run_command  # noqa: E402
-from stress_lightning.data.datamodules import ClipDataModule  # noqa: E402
 from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
 from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
 
@@ -59,6 +59,7 @@ class StressLightningCLI(LightningCLI):
             "roi_size",
         ):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.link_arguments("data.corpus_names", "model.init_args.corpora", apply_on="instantiate")
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -104,7 +105,8 @@ def main(args: list[str] | None = None) -> None:
     _check_config_files(argv)
     StressLightningCLI(
         MultiTaskStressModule,
-        ClipDataModule,
+        # Any LightningDataModule with the linked attributes: ClipDataModule (one corpus), MixedDataModule.
+        LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=MLflowSaveConfigCallback,

@@ -78,7 +78,7 @@ def _expression_at(label, t_s: float | None, labels: LabelMap) -> int | None:
     raise TypeError(f"unknown expression label type {type(label).__name__}")
 
 
-def _stress_over(label, t0_s: float, t1_s: float, labels: LabelMap) -> int | None:
+def stress_over(label, t0_s: float, t1_s: float, labels: LabelMap) -> int | None:
     if label is None:
         return None
     if isinstance(label, ClassLabel):
@@ -120,7 +120,7 @@ def sample_clips(
     for i, item in enumerate(items):
         if item.is_still:
             expression = _expression_at(item.expression, None, expression_labels)
-            stress = _stress_over(item.stress, 0.0, 0.0, stress_labels)
+            stress = stress_over(item.stress, 0.0, 0.0, stress_labels)
             if expression is None and stress is None:
                 stats.dropped_unlabelled += 1
                 continue
@@ -146,7 +146,7 @@ def sample_clips(
             expression = _expression_at(item.expression, tc, expression_labels)
             hr = truth.hr_bpm(t0, t1) if truth is not None else None
             hrv = truth.hrv(tc) if truth is not None and truth.kind != "hr" else None
-            stress = _stress_over(item.stress, t0, t1, stress_labels)
+            stress = stress_over(item.stress, t0, t1, stress_labels)
             add(i, start, expression, hr, hrv, stress)
             stats.clips += 1
     dtypes = {

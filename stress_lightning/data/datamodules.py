@@ -19,12 +19,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from stress_lightning.data.cache import ClipCache, Preprocessing
-from stress_lightning.data.clips import ClipLabels, ClipSpec, SamplingStats, class_counts, sample_clips
+from stress_lightning.data.clips import ClipLabels, ClipSpec, SamplingStats, class_counts, sample_clips, stress_over
 from stress_lightning.data.corpora.base import Corpus, build_corpus, cardiac_coverage_problems
 from stress_lightning.data.errors import CorpusError
-from stress_lightning.data.items import SPLITS, Item, Problem
+from stress_lightning.data.items import SPLITS, Item, PhysiologySeries, Problem
 from stress_lightning.data.labels import CardiacTruth, cardiac_truth
-from stress_lightning.data.sample import Sample, make_sample
+from stress_lightning.data.personal import (
+    PERSONAL_FEATURES,
+    Context,
+    Scale,
+    personal_features,
+    subject_baselines,
+)
+from stress_lightning.data.sample import Sample, make_physiology_sample, make_sample
 from stress_lightning.data.taxonomy import (
     BASIC_EXPRESSIONS,
     STRESS_LEVELS,
@@ -104,6 +111,42 @@ class ClipDataset(Dataset):
         return sample
 
 
+class PhysiologyDataset(Dataset):
+    """One sample per labelled window of physiology-only records (SWELL-KW minutes): the person-relative
+    features up to that window (`data.personal`) and the window's stress label."""
+
+    def __init__(
+        self,
+        items: list[Item],
+        series: list[PhysiologySeries],
+        stress_labels: LabelMap,
+        history_s: float | None = None,
+        scale: Scale = "rank",
+        context: Context = "causal",
+    ) -> None:
+        baselines = subject_baselines(series, [it.subject_id for it in items])
+        features, masks, stress = [], [], []
+        for item, record in zip(items, series, strict=True):
+            values, mask = personal_features(record, baselines[item.subject_id], history_s, scale, context)
+            for k, t in enumerate(record.times_s):
+                label = stress_over(item.stress, float(t), float(t) + record.window_s, stress_labels)
+                if label is None or not mask[k].any():
+                    continue
+                features.append(values[k])
+                masks.append(mask[k])
+                stress.append(label)
+        width = len(PERSONAL_FEATURES)
+        self.personal = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(-1, width))
+        self.personal_mask = torch.as_tensor(np.asarray(masks, dtype=bool).reshape(-1, width))
+        self.stress = np.asarray(stress, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.stress)
+
+    def __getitem__(self, index: int) -> Sample:
+        return make_physiology_sample(self.personal[index], self.personal_mask[index], stress=int(self.stress[index]))
+
+
 class ClipDataModule(pl.LightningDataModule):
     """Clips and images from any registered corpus, with the splits the corpus defines (subject-disjoint).
 
@@ -122,6 +165,11 @@ class ClipDataModule(pl.LightningDataModule):
         face_frames / face_span_s: face crops per clip and the time they span around the clip centre.
         face_size / roi_size: face crop side and ROI grid side in pixels.
         hrv_window_s: HRV is computed over this window around each clip (clamped to the recording).
+        personal_history_s: physiology-only records (SWELL-KW): average the person-relative features over this
+            many seconds before each window; None averages from the start of the recording (`data.personal`).
+        personal_scale: "rank" (each value's rank among the person's own) or "robust_z".
+        personal_context: "causal" (levels from the windows so far, as a live stream sees them) or "recording"
+            (each recording's mean: offline scoring of recorded sessions).
         detector, detect_every, no_face: face pipeline for items without face boxes (see `Preprocessing`).
         augment: face-window augmentation on training samples ("default" preset; `augment_preset` to change).
         mix: CutMix/MixUp on the training batches' face windows for the expression task.
@@ -151,6 +199,9 @@ class ClipDataModule(pl.LightningDataModule):
         face_size: int = 64,
         roi_size: int = 8,
         hrv_window_s: float = 60.0,
+        personal_history_s: float | None = None,
+        personal_scale: Scale = "rank",
+        personal_context: Context = "causal",
         detector: Literal["mediapipe", "haar"] = "mediapipe",
         detect_every: int = 10,
         no_face: Literal["whole_image", "skip", "fail"] = "whole_image",
@@ -187,6 +238,9 @@ class ClipDataModule(pl.LightningDataModule):
         self.face_size = face_size
         self.roi_size = roi_size
         self.hrv_window_s = hrv_window_s
+        self.personal_history_s = personal_history_s
+        self.personal_scale = personal_scale
+        self.personal_context = personal_context
         self.preprocessing = Preprocessing(
             fps=self.fps,
             face_size=face_size,
@@ -205,7 +259,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.balanced_sampling = balanced_sampling
         self.progress = progress
         self.workers = workers
-        self.datasets: dict[str, ClipDataset] = {}
+        self.datasets: dict[str, ClipDataset | PhysiologyDataset] = {}
         self.stats: dict[str, SamplingStats] = {}
         self.problems: list[Problem] = []
         self._items: list[Item] | None = None
@@ -228,6 +282,11 @@ class ClipDataModule(pl.LightningDataModule):
         self.problems.extend(self.reader.problems)
         return items
 
+    @property
+    def corpus_names(self) -> list[str]:
+        """One corpus (linked into the model; `MixedDataModule` has several)."""
+        return [self.corpus]
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """Hash of the corpus content (the reader's own, e.g. the synthetic corpus' hash of every written file)."""
@@ -247,11 +306,50 @@ class ClipDataModule(pl.LightningDataModule):
         self._build_cache()
 
     def _build_cache(self) -> None:
-        report = self.cache().build(self.reader, self.items(), progress=self.progress, workers=self.workers)
+        media = [it for it in self.items() if not it.is_physiology]
+        report = self.cache().build(self.reader, media, progress=self.progress, workers=self.workers)
         self.problems.extend(report.problems)
+
+    @property
+    def physiology_only(self) -> bool:
+        """The corpus is physiology records only (SWELL-KW): no cache, no clips, only stress samples."""
+        items = self.items()
+        kinds = {it.is_physiology for it in items}
+        if len(kinds) > 1:
+            raise CorpusError(self.root, f"corpus {self.corpus!r} mixes physiology-only records with video/images")
+        return bool(items) and items[0].is_physiology
+
+    def _setup_physiology(self, stage: str | None) -> None:
+        items = self.items()
+        stress_map = self.stress_labels()
+        series = [self.reader.load_physiology(it) for it in items]
+        for split in SPLITS:
+            idx = [i for i, it in enumerate(items) if it.split == split]
+            if not idx:
+                continue
+            dataset = PhysiologyDataset(
+                [items[i] for i in idx],
+                [series[i] for i in idx],
+                stress_map,
+                self.personal_history_s,
+                self.personal_scale,
+                self.personal_context,
+            )
+            self.stats[split] = SamplingStats(clips=len(dataset))
+            if len(dataset):
+                self.datasets[split] = dataset
+        if "train" not in self.datasets and stage in (None, "fit"):
+            raise CorpusError(self.root, "the train split yields no labelled physiology windows")
+        if self.progress:
+            for split, dataset in self.datasets.items():
+                counts = Counter(self.stress_levels[k] for k in dataset.stress.tolist())
+                print(f"[data] {self.corpus} {split}: {len(dataset)} physiology windows; stress {dict(counts)}")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
+            return
+        if self.physiology_only:
+            self._setup_physiology(stage)
             return
         items = self.items()
         cache = self.cache()
@@ -332,7 +430,7 @@ class ClipDataModule(pl.LightningDataModule):
         if self.problems:
             print(f"[data] {len(self.problems)} problem(s) found; first: {self.problems[:5]}")
 
-    def _dataset(self, split: str) -> ClipDataset:
+    def _dataset(self, split: str) -> ClipDataset | PhysiologyDataset:
         if split not in self.datasets:
             self.setup()
         if split not in self.datasets:
@@ -342,7 +440,7 @@ class ClipDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self._dataset(split)
         sampler = None
-        if shuffle and self.balanced_sampling:
+        if shuffle and self.balanced_sampling and isinstance(dataset, ClipDataset):
             sampler = WeightedRandomSampler(balanced_weights(dataset.labels), len(dataset), replacement=True)
         return DataLoader(
             dataset,

@@ -10,6 +10,9 @@ Media:
 - `FrameFiles`: an image sequence (PURE's PNGs, CK+'s sequences) with per-frame timestamps or a nominal rate.
 - `ImageFile`: a still image on disk, optionally with a face box the corpus ships (AffectNet).
 - `CorpusImage`: a still image only the corpus can decode (FER-2013's pixel strings); `Corpus.load_image`.
+- `PhysiologyRecord`: a recording without video, only physiology over time (SWELL-KW's per-minute heart rate,
+  HRV and skin conductance); `Corpus.load_physiology` reads it as a `PhysiologySeries`. Only the stress head
+  learns from it.
 
 Ground truth:
 - expression: `ClassLabel` (one label for the whole item: an image, a RAVDESS clip, a CK+ peak frame) or an
@@ -72,7 +75,15 @@ class CorpusImage:
     face_box: tuple[float, float, float, float] | None = None
 
 
-Media = VideoFile | FrameFiles | ImageFile | CorpusImage
+@dataclass(frozen=True)
+class PhysiologyRecord:
+    """A recording of physiology only; `source` is the file it is read from, `key` names its rows there."""
+
+    source: Path
+    key: str
+
+
+Media = VideoFile | FrameFiles | ImageFile | CorpusImage | PhysiologyRecord
 STILL_MEDIA = (ImageFile, CorpusImage)
 
 
@@ -191,6 +202,34 @@ class CardiacSignal:
         return float(t[-1]) if len(t) else self.start_s
 
 
+@dataclass(frozen=True)
+class PhysiologySeries:
+    """Physiology measured over consecutive windows of one record: window `i` covers
+    [times_s[i], times_s[i] + window_s) on the record's clock. NaN marks a missing value.
+
+    hr_bpm: mean heart rate; rmssd_ms: RMSSD of the window's RR intervals; eda: skin conductance level in the
+    corpus' own unit (only ever compared with the same person's other windows, see `data.personal`).
+    """
+
+    times_s: np.ndarray
+    window_s: float
+    hr_bpm: np.ndarray
+    rmssd_ms: np.ndarray
+    eda: np.ndarray
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.times_s)
+        for name in ("hr_bpm", "rmssd_ms", "eda"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{self.source}: {name} has {len(getattr(self, name))} values for {n} windows")
+        if n > 1 and not (np.diff(self.times_s) > 0).all():
+            raise ValueError(f"{self.source}: window times must increase")
+
+    def __len__(self) -> int:
+        return len(self.times_s)
+
+
 # -- the item -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Item:
@@ -227,6 +266,11 @@ class Item:
     def is_still(self) -> bool:
         return isinstance(self.media, STILL_MEDIA)
 
+    @property
+    def is_physiology(self) -> bool:
+        """A physiology-only record (no face to see)."""
+        return isinstance(self.media, PhysiologyRecord)
+
     def files(self) -> list[Path]:
         """Every file the item reads (for fingerprints and problem reports)."""
         media = self.media
@@ -236,7 +280,7 @@ class Item:
             paths = list(media.paths)
         elif isinstance(media, ImageFile):
             paths = [media.path]
-        else:
+        else:  # CorpusImage, PhysiologyRecord
             paths = [media.source]
         for extra in (self.cardiac.path if self.cardiac else None, self.face_boxes, self.audio):
             if extra is not None:

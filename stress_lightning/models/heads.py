@@ -109,7 +109,15 @@ def physiology_features(hr_bpm: torch.Tensor, rmssd_ms: torch.Tensor, lf_hf_rati
 
 @HEADS.register("stress_mlp")
 class StressHead(nn.Module):
-    """Expression probabilities + HR + HRV (+ optionally projected rPPG features) -> stress logits.
+    """Expression probabilities + HR + HRV (+ projected rPPG and facial-context features) and person-relative
+    physiology -> stress logits.
+
+    Two kinds of input, each with its own presence flags, so one head learns from face video and from
+    physiology-only corpora (SWELL-KW) in the same run:
+    - what the network sees in the clip (expression probabilities, its own HR/HRV estimates, projections),
+      zeroed and flagged absent where a sample has no video (`video_mask`);
+    - `personal` physiology: the person's values relative to their own baseline (`data.personal`), each feature
+      with its mask; absent (zeros) where nobody measured it, e.g. in a clip of a corpus without a baseline.
 
     Args:
         num_expressions: size of the expression probability vector.
@@ -120,6 +128,8 @@ class StressHead(nn.Module):
         context_dim: size of the facial-context feature vector (the temporal stream over the clip's face window).
         context_projection_dim: width of its learned projection; 0 leaves it out. Stress shows in the mix of
             expressions over seconds, not only in the expression at one instant, so the head reads it.
+        personal_dim: number of person-relative physiology features (`data.personal.PERSONAL_FEATURES`); 0 leaves
+            them out.
         hidden_dim, dropout: MLP size and dropout.
         detach_inputs: stop the stress loss from reshaping the expression and physiology estimates it reads;
             they keep being trained by their own losses.
@@ -133,16 +143,18 @@ class StressHead(nn.Module):
         rppg_projection_dim: int = 16,
         context_dim: int = 128,
         context_projection_dim: int = 16,
+        personal_dim: int = 6,
         hidden_dim: int = 64,
         dropout: float = 0.3,
         detach_inputs: bool = True,
     ) -> None:
         super().__init__()
-        if rppg_projection_dim < 0 or context_projection_dim < 0:
+        if rppg_projection_dim < 0 or context_projection_dim < 0 or personal_dim < 0:
             raise ValueError(
                 f"stress_mlp: projection widths must be >= 0, got rppg {rppg_projection_dim}, "
-                f"context {context_projection_dim}"
+                f"context {context_projection_dim}, personal {personal_dim}"
             )
+        self.personal_dim = int(personal_dim)
         self.detach_inputs = bool(detach_inputs)
         self.rppg_projection = (
             nn.Sequential(nn.LayerNorm(rppg_dim), nn.Linear(rppg_dim, rppg_projection_dim), nn.ReLU(inplace=True))
@@ -156,9 +168,8 @@ class StressHead(nn.Module):
             if context_projection_dim > 0
             else None
         )
-        self.mlp = _mlp(
-            num_expressions + 3 + rppg_projection_dim + context_projection_dim, hidden_dim, num_classes, dropout
-        )
+        video_dim = num_expressions + 3 + rppg_projection_dim + context_projection_dim
+        self.mlp = _mlp(video_dim + 1 + 2 * self.personal_dim, hidden_dim, num_classes, dropout)
 
     def forward(
         self,
@@ -168,8 +179,14 @@ class StressHead(nn.Module):
         lf_hf_ratio: torch.Tensor,
         rppg_features: torch.Tensor,
         context_features: torch.Tensor | None = None,
+        personal: torch.Tensor | None = None,
+        personal_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """[B, E], [B], [B], [B], [B, rppg_dim], [B, context_dim] -> logits [B, num_classes]."""
+        """[B, E], [B], [B], [B], [B, rppg_dim], [B, context_dim], [B, P], [B, P] bool, [B] bool -> [B, classes].
+
+        `video_mask` None: every sample has video. `personal` None: no sample has personal physiology.
+        """
         inputs = [expression_probs, physiology_features(hr_bpm, rmssd_ms, lf_hf_ratio)]
         if self.detach_inputs:
             inputs = [x.detach() for x in inputs]
@@ -182,4 +199,25 @@ class StressHead(nn.Module):
             if features is None:
                 raise ValueError("stress_mlp: built with a context projection but called without context_features")
             inputs.append(projection(features.detach() if self.detach_inputs else features))
-        return self.mlp(torch.cat(inputs, dim=1))
+        video_part = torch.cat(inputs, dim=1)
+        batch = video_part.shape[0]
+        if video_mask is None:
+            video = video_part.new_ones(batch, 1)
+        else:
+            video = video_mask.to(video_part.dtype).reshape(batch, 1)
+            # where() rather than multiplication: a sample without video may carry non-finite placeholders.
+            video_part = torch.where(video > 0, video_part, torch.zeros_like(video_part))
+        parts = [video_part, video]
+        if self.personal_dim:
+            if personal is None:
+                personal = video_part.new_zeros(batch, self.personal_dim)
+                personal_mask = video_part.new_zeros(batch, self.personal_dim)
+            if personal.shape != (batch, self.personal_dim):
+                raise ValueError(f"stress_mlp: personal must be [B, {self.personal_dim}], got {tuple(personal.shape)}")
+            mask = (
+                personal_mask.to(video_part.dtype)
+                if personal_mask is not None
+                else torch.ones_like(personal, dtype=video_part.dtype)
+            )
+            parts += [torch.where(mask > 0, personal.to(video_part.dtype), torch.zeros_like(mask)), mask]
+        return self.mlp(torch.cat(parts, dim=1))

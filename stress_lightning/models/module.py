@@ -26,6 +26,7 @@ from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.outputs import TABLE_OUTPUTS
 
 STAGES = ("train", "val", "test")
+EVAL_OUTPUT_KEYS = ("expression_pred", "expression_true", "stress_pred", "stress_true", "hr_pred_bpm", "hr_true_bpm")
 DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0}
 
 
@@ -58,6 +59,11 @@ def _task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricColl
     }
 
 
+def _metric_key(stage: str, scope: str, task: str) -> str:
+    """ModuleDict key of a metric collection ('.' is not allowed there; corpus names may hold '-')."""
+    return f"{stage}_{scope}_{task}" if scope else f"{stage}_{task}"
+
+
 class MultiTaskStressModule(pl.LightningModule):
     """Expression, heart rate/HRV (rPPG, against ECG) and stress from one face clip.
 
@@ -70,6 +76,14 @@ class MultiTaskStressModule(pl.LightningModule):
         lr, weight_decay: AdamW settings; the learning rate follows a one-cycle cosine schedule.
         label_smoothing: for the expression and stress cross-entropies.
         hr_sigma_bpm: width of the Gaussian target of the spectral heart-rate loss.
+        corpora: the corpus names of a multi-corpus run (linked from `MixedDataModule.corpus_names`); with two or
+            more, every metric is also logged per corpus as `{stage}/{corpus}/{name}` next to the pooled
+            `{stage}/{name}`.
+
+    Batches: a dict of tensors (one corpus), or a dict `{corpus: batch}` (the training `CombinedLoader` of a
+    multi-corpus run). Each sample carries only its own labels with masks; every task's loss is the mean over
+    the samples that carry its label, pooled over the corpora of the step. Samples without video
+    (`personal` physiology only, SWELL-KW) go through the stress head alone.
     """
 
     def __init__(
@@ -87,6 +101,7 @@ class MultiTaskStressModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         label_smoothing: float = 0.05,
         hr_sigma_bpm: float = 3.0,
+        corpora: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -107,10 +122,16 @@ class MultiTaskStressModule(pl.LightningModule):
                 "num_stress": len(self.stress_names),
             }
         )
+        self.corpora = list(corpora or [])
+        if len(set(self.corpora)) != len(self.corpora) or any("/" in c or not c for c in self.corpora):
+            raise ValueError(f"model.corpora: names must be unique, non-empty and without '/', got {self.corpora}")
+        # Pooled metrics under `{stage}/`, per-corpus ones under `{stage}/{corpus}/` when there are several.
+        scopes = [""] + (self.corpora if len(self.corpora) > 1 else [])
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{task}": collection.clone(prefix=f"{stage}/")
+                _metric_key(stage, scope, task): collection.clone(prefix=f"{stage}/{scope + '/' if scope else ''}")
                 for stage in STAGES
+                for scope in scopes
                 for task, collection in _task_metrics(len(self.expression_names), len(self.stress_names)).items()
             }
         )
@@ -130,8 +151,25 @@ class MultiTaskStressModule(pl.LightningModule):
         return frames, roi
 
     # -- losses --------------------------------------------------------------------------------------------
-    def _losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network on one corpus' batch: the whole network on clips, the stress head on physiology alone."""
+        if "frames" in batch:
+            return self.net(batch["frames"], batch["roi"], batch.get("personal"), batch.get("personal_mask"))
+        return self.net.stress_from_personal(batch["personal"], batch["personal_mask"])
+
+    def _sample_losses(
+        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per task: (loss per sample [B], mask [B]); tasks the batch cannot have (no video) are left out."""
         smoothing = self.hparams.label_smoothing
+        losses = {
+            "stress": (
+                F.cross_entropy(out["stress_logits"], batch["stress"], reduction="none", label_smoothing=smoothing),
+                batch["stress_mask"],
+            )
+        }
+        if "expression_logits" not in out:
+            return losses
         if "expression_soft" in batch:
             # CutMix/MixUp targets (data.transforms.ExpressionMix), smoothed like the hard ones.
             soft = batch["expression_soft"]
@@ -141,66 +179,89 @@ class MultiTaskStressModule(pl.LightningModule):
             per_sample = F.cross_entropy(
                 out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing
             )
-        expression = masked_mean(per_sample, batch["expression_mask"])
-        hr_mask = batch["hr_mask"]
-        hr = masked_mean(
-            spectral_hr_loss(
-                out["pulse_spectrum"],
-                batch["hr_bpm"],
-                self.net.bins_bpm,
-                sigma_bpm=self.hparams.hr_sigma_bpm,
-            )
-            + F.smooth_l1_loss(out["hr_bpm"] / 10.0, batch["hr_bpm"] / 10.0, reduction="none"),
-            hr_mask,
-        )
-        hrv_error = hrv_log_loss(out["rmssd_ms"], out["lf_hf_ratio"], batch["rmssd_ms"], batch["lf_hf_ratio"])
-        hrv = masked_mean(hrv_error, batch["hrv_mask"])
-        stress = masked_mean(
-            F.cross_entropy(out["stress_logits"], batch["stress"], reduction="none", label_smoothing=smoothing),
-            batch["stress_mask"],
-        )
-        losses = {"expression": expression, "hr": hr, "hrv": hrv, "stress": stress}
+        losses["expression"] = (per_sample, batch["expression_mask"])
+        hr = spectral_hr_loss(
+            out["pulse_spectrum"], batch["hr_bpm"], self.net.bins_bpm, sigma_bpm=self.hparams.hr_sigma_bpm
+        ) + F.smooth_l1_loss(out["hr_bpm"] / 10.0, batch["hr_bpm"] / 10.0, reduction="none")
+        losses["hr"] = (hr, batch["hr_mask"])
+        hrv = hrv_log_loss(out["rmssd_ms"], out["lf_hf_ratio"], batch["rmssd_ms"], batch["lf_hf_ratio"])
+        losses["hrv"] = (hrv, batch["hrv_mask"])
+        return losses
+
+    def _pooled_losses(self, parts: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """Each task's masked mean over all samples of the step (every corpus), and the weighted total."""
+        anchor = parts[0]["stress"][0]
+        losses = {}
+        for task in DEFAULT_LOSS_WEIGHTS:
+            pieces = [p[task] for p in parts if task in p]
+            if not pieces:
+                # No corpus of this step can have the task: a zero still connected to the graph.
+                losses[task] = anchor.sum() * 0.0
+                continue
+            losses[task] = masked_mean(torch.cat([v for v, _ in pieces]), torch.cat([m for _, m in pieces]))
         losses["total"] = sum(self.loss_weights[k] * v for k, v in losses.items())
         return losses
 
     # -- steps ---------------------------------------------------------------------------------------------
-    def _update_metrics(self, stage: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
-        m = batch["expression_mask"]
-        if m.any():
-            self.metrics[f"{stage}_expression"].update(out["expression_logits"][m].detach(), batch["expression"][m])
-        m = batch["hr_mask"]
-        if m.any():
-            self.metrics[f"{stage}_hr"].update(out["hr_bpm"][m].detach(), batch["hr_bpm"][m])
-        m = batch["stress_mask"]
-        if m.any():
-            self.metrics[f"{stage}_stress"].update(out["stress_logits"][m].detach(), batch["stress"][m])
+    def _corpus_batches(self, batch: dict[str, Any]) -> list[tuple[str | None, dict[str, torch.Tensor]]]:
+        """(corpus name or None, batch) pairs: a `{corpus: batch}` dict of a multi-corpus training step, or one
+        batch (tagged with `corpus_index` by `MixedDataModule` in evaluation)."""
+        if batch and any(isinstance(v, dict) for v in batch.values()):
+            # `max_size` mode: a corpus that ran out yields None and drops out of the step.
+            return [(name, sub) for name, sub in batch.items() if isinstance(sub, dict) and sub]
+        name = None
+        if "corpus_index" in batch and self.corpora:
+            name = self.corpora[int(batch["corpus_index"][0])]
+        return [(name, batch)]
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        out = self.net(batch["frames"], batch["roi"])
-        losses = self._losses(out, batch)
-        batch_size = batch["frames"].shape[0]
+    def _update_metrics(
+        self, stage: str, scope: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> None:
+        updates = [("stress", "stress_logits", "stress", "stress_mask")]
+        if "expression_logits" in out:
+            updates += [
+                ("expression", "expression_logits", "expression", "expression_mask"),
+                ("hr", "hr_bpm", "hr_bpm", "hr_mask"),
+            ]
+        for task, output, target, mask_key in updates:
+            m = batch[mask_key]
+            if m.any():
+                self.metrics[_metric_key(stage, scope, task)].update(out[output][m].detach(), batch[target][m])
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        parts = []
+        batch_size = 0
+        for corpus, sub in self._corpus_batches(batch):
+            out = self._run(sub)
+            parts.append(self._sample_losses(out, sub))
+            batch_size += int(sub["stress_mask"].shape[0])
+            self._update_metrics(stage, "", out, sub)
+            if corpus is not None and len(self.corpora) > 1:
+                self._update_metrics(stage, corpus, out, sub)
+            if stage != "train":
+                self._collect(out, sub)
+        losses = self._pooled_losses(parts)
         # The fixed name `{stage}/loss` is the epoch mean; training also shows the running step loss.
         self.log(f"{stage}/loss", losses["total"], on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
         if stage == "train":
             self.log("train/loss_step", losses["total"], on_step=True, on_epoch=False, prog_bar=True)
         for task in DEFAULT_LOSS_WEIGHTS:
             self.log(f"{stage}/loss_{task}", losses[task], on_step=False, on_epoch=True, batch_size=batch_size)
-        self._update_metrics(stage, out, batch)
-        if stage != "train":
-            self._collect(out, batch)
         return losses["total"]
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        out = self.net(batch["frames"], batch["roi"])
+        if "frames" not in batch:
+            raise ValueError("predict: the batch has no video (physiology-only corpora have nothing to predict from)")
+        out = self.net(batch["frames"], batch["roi"], batch.get("personal"), batch.get("personal_mask"))
         result = {k: out[k] for k in TABLE_OUTPUTS}
         if "clip_index" in batch:
             result["clip_index"] = batch["clip_index"]
@@ -209,26 +270,33 @@ class MultiTaskStressModule(pl.LightningModule):
     # -- epoch ends ----------------------------------------------------------------------------------------
     def _collect(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         buf = self._eval_buffer
-        for mask_key, pred, true, name in (
-            ("expression_mask", out["expression_logits"].argmax(1), batch["expression"], "expression"),
-            ("stress_mask", out["stress_logits"].argmax(1), batch["stress"], "stress"),
-        ):
+        tasks = [("stress_mask", "stress_logits", "stress")]
+        if "expression_logits" in out:
+            tasks.append(("expression_mask", "expression_logits", "expression"))
+        for mask_key, logits, name in tasks:
             m = batch[mask_key].cpu().numpy()
-            buf[f"{name}_pred"].append(pred.detach().cpu().numpy()[m])
-            buf[f"{name}_true"].append(true.cpu().numpy()[m])
+            buf[f"{name}_pred"].append(out[logits].argmax(1).detach().cpu().numpy()[m])
+            buf[f"{name}_true"].append(batch[name].cpu().numpy()[m])
+        if "hr_bpm" not in out:
+            return
         m = batch["hr_mask"].cpu().numpy()
         buf["hr_pred_bpm"].append(out["hr_bpm"].detach().cpu().numpy()[m])
         buf["hr_true_bpm"].append(batch["hr_bpm"].cpu().numpy()[m])
 
     def _finish_epoch(self, stage: str) -> None:
-        for task in ("expression", "hr", "stress"):
-            collection = self.metrics[f"{stage}_{task}"]
-            if any(metric.update_called for metric in collection.values()):
-                values = collection.compute()
-                self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage != "train")
-            collection.reset()
+        for scope in ["", *(self.corpora if len(self.corpora) > 1 else [])]:
+            for task in ("expression", "hr", "stress"):
+                collection = self.metrics[_metric_key(stage, scope, task)]
+                if any(metric.update_called for metric in collection.values()):
+                    values = collection.compute()
+                    self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage != "train" and not scope)
+                collection.reset()
         if stage != "train":
-            self.last_eval_outputs[stage] = {k: np.concatenate(v) for k, v in self._eval_buffer.items()}
+            # Every key, empty where no batch had the task (a physiology-only corpus has no expression or HR).
+            buffer = self._eval_buffer
+            self.last_eval_outputs[stage] = {
+                k: np.concatenate(buffer[k]) if buffer.get(k) else np.empty(0) for k in EVAL_OUTPUT_KEYS
+            }
             self._eval_buffer.clear()
 
     def on_train_epoch_end(self) -> None:

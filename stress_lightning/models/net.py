@@ -16,7 +16,7 @@ from torch import nn
 import stress_lightning.models.backbones  # noqa: F401  (registers the built-in backbones)
 import stress_lightning.models.heads  # noqa: F401  (registers the built-in heads)
 from stress_lightning.models.backbones.rppg import SpectralHeartRate
-from stress_lightning.models.heads import spectrum_statistics
+from stress_lightning.models.heads import HR_CENTER_BPM, LF_HF_SCALE, RMSSD_SCALE_MS, spectrum_statistics
 from stress_lightning.models.registry import HEADS, RPPG_BACKBONES, SPATIAL_BACKBONES, TEMPORAL_BACKBONES
 
 
@@ -167,8 +167,17 @@ class MultiTaskNet(nn.Module):
         """Frequencies of the `pulse_spectrum` bins in bpm, [K]."""
         return self.heart_rate.bins_bpm
 
-    def forward(self, frames: torch.Tensor, roi: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames [B, Tf, 3, H, W], roi [B, Tr, 3, R, R], both in [0, 1] -> dict with `OUTPUT_NAMES` keys."""
+    def forward(
+        self,
+        frames: torch.Tensor,
+        roi: torch.Tensor,
+        personal: torch.Tensor | None = None,
+        personal_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """frames [B, Tf, 3, H, W], roi [B, Tr, 3, R, R], both in [0, 1] -> dict with `OUTPUT_NAMES` keys.
+
+        `personal` [B, P] / `personal_mask` [B, P]: the person's physiology relative to their own baseline
+        (`data.personal`), for the stress head; None where no baseline is known (the exported graph)."""
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"MultiTaskNet: frames must be [B, Tf, 3, H, W], got {tuple(frames.shape)}")
         if roi.ndim != 5 or roi.shape[2] != 3 or roi.shape[1] != self.roi_frames:
@@ -188,7 +197,14 @@ class MultiTaskNet(nn.Module):
         rmssd_ms, lf_hf_ratio = self.hrv_head(rppg_features, statistics)
 
         stress_logits = self.stress_head(
-            expression_probs, hr_bpm, rmssd_ms, lf_hf_ratio, rppg_features, context_features=temporal_features
+            expression_probs,
+            hr_bpm,
+            rmssd_ms,
+            lf_hf_ratio,
+            rppg_features,
+            context_features=temporal_features,
+            personal=personal,
+            personal_mask=personal_mask,
         )
         return {
             "expression_logits": expression_logits,
@@ -201,6 +217,28 @@ class MultiTaskNet(nn.Module):
             "stress_logits": stress_logits,
             "stress_probs": torch.softmax(stress_logits, dim=1),
         }
+
+    def stress_from_personal(self, personal: torch.Tensor, personal_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stress from person-relative physiology alone, for samples without video (SWELL-KW): the visual and
+        rPPG streams do not run and their inputs to the stress head are flagged absent.
+
+        Returns `stress_logits` and `stress_probs`.
+        """
+        batch = personal.shape[0]
+        zeros = personal.new_zeros
+        stress_logits = self.stress_head(
+            # Placeholders at the typical values (finite through the head's logs); the head zeroes them.
+            zeros(batch, self.num_expressions),
+            zeros(batch).fill_(HR_CENTER_BPM),
+            zeros(batch).fill_(RMSSD_SCALE_MS),
+            zeros(batch).fill_(LF_HF_SCALE),
+            zeros(batch, self.rppg.out_dim),
+            context_features=zeros(batch, self.temporal.out_dim),
+            personal=personal,
+            personal_mask=personal_mask,
+            video_mask=torch.zeros(batch, dtype=torch.bool, device=personal.device),
+        )
+        return {"stress_logits": stress_logits, "stress_probs": torch.softmax(stress_logits, dim=1)}
 
     def forward_tuple(self, frames: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`forward` as a tuple in `OUTPUT_NAMES` order, for ONNX/TensorRT export."""

@@ -69,7 +69,8 @@ class RunAwareCallback(Callback):
 class MLflowRunCallback(RunAwareCallback):
     """Run provenance tags at fit/validate/test start; confusion matrices and HR plots after evaluation.
 
-    Tags: `git.commit`, `git.dirty`, `data.fingerprint` (from `trainer.datamodule.fingerprint` when present).
+    Tags: `git.commit`, `git.dirty`, `data.fingerprint` (from `trainer.datamodule.fingerprint` when present) and,
+    for a multi-corpus run, `data.fingerprint.<corpus>` (from `trainer.datamodule.fingerprints`).
     Plots (PNG artifacts): `plots/{stage}_expression_confusion.png`, `plots/{stage}_stress_confusion.png`,
     `plots/{stage}_hr_bland_altman.png`, `plots/{stage}_hr_trace.png` for stage `test` after testing and `val`
     after `validate` or at the end of `fit` (the last validation epoch).
@@ -89,6 +90,9 @@ class MLflowRunCallback(RunAwareCallback):
         datamodule = getattr(trainer, "datamodule", None)
         fingerprint = getattr(datamodule, "fingerprint", None) if datamodule is not None else None
         tags = provenance_tags(self.git_cwd, None if fingerprint is None else str(fingerprint))
+        # A multi-corpus run also tags each corpus' own fingerprint (`data.fingerprint.<corpus>`).
+        for name, value in (getattr(datamodule, "fingerprints", None) or {}).items():
+            tags[f"data.fingerprint.{name}"] = str(value)
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
 

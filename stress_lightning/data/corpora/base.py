@@ -29,11 +29,13 @@ from stress_lightning.data.items import (
     FrameFiles,
     ImageFile,
     Item,
+    PhysiologyRecord,
+    PhysiologySeries,
     Problem,
     VideoFile,
 )
 from stress_lightning.data.tables import read_csv_checked  # noqa: F401  (re-exported for the corpus readers)
-from stress_lightning.data.video import iter_media_frames, probe_video, read_image
+from stress_lightning.data.video import iter_media_frames, probe_video, read_image, video_end_problem
 from stress_lightning.registry import Registry
 
 OnError = Literal["fail", "skip"]
@@ -92,6 +94,10 @@ class Corpus:
             return None
         raise NotImplementedError(f"corpus {self.name!r} has cardiac ground truth but no load_cardiac")
 
+    def load_physiology(self, item: Item) -> PhysiologySeries:
+        """The physiology of a `PhysiologyRecord` item (a corpus without video, e.g. SWELL-KW)."""
+        raise NotImplementedError(f"corpus {self.name!r} has physiology records but no load_physiology")
+
     def frames(self, item: Item) -> Iterator[tuple[float, np.ndarray]]:
         """(t_s, RGB frame) of a video or image-sequence item, t = 0 at its first frame."""
         if not isinstance(item.media, VideoFile | FrameFiles):
@@ -144,7 +150,8 @@ class Corpus:
         return {}
 
     def check(self, item: Item) -> list[Problem]:
-        """Problems found by opening the item's files (not by decoding all of them): used by `data summary`."""
+        """Problems found by opening the item's files (not by decoding all of them): used by `data summary`. A video
+        is probed and its tail decoded (`video_end_problem`), so truncated files are found too."""
         problems: list[Problem] = []
         duration = None
         try:
@@ -153,11 +160,21 @@ class Corpus:
                 image = self.load_image(item)
                 if image.ndim != 3 or min(image.shape[:2]) < 8:
                     problems.append(Problem(str(item.files()[0]), f"image too small {image.shape[:2]}"))
+            elif isinstance(media, PhysiologyRecord):
+                series = self.load_physiology(item)
+                values = np.stack([series.hr_bpm, series.rmssd_ms, series.eda])
+                if len(series) == 0 or not np.isfinite(values).any():
+                    problems.append(Problem(str(media.source), f"record {media.key} has no measured value"))
             elif isinstance(media, VideoFile):
                 info = probe_video(media.path)
                 duration = info.duration_s
                 if duration <= 0:
                     problems.append(Problem(str(media.path), "video has no duration (empty or truncated)"))
+                else:
+                    # Every reader's videos: a cut download opens and probes like a whole one.
+                    reason = video_end_problem(media.path, info)
+                    if reason is not None:
+                        problems.append(Problem(str(media.path), reason))
             else:
                 missing = [p for p in media.paths if not p.is_file()]
                 if missing:
