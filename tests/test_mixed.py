@@ -17,6 +17,7 @@ import yaml
 
 import stress_lightning.data.corpora.swell_kw  # noqa: F401  (registers)
 from stress_lightning.data.datamodules import ClipDataModule
+from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.mixed import SHARED_ARGUMENTS, CorpusBatchSampler, MixedDataModule, Tagged
 from stress_lightning.models.module import DEFAULT_LOSS_WEIGHTS, MultiTaskStressModule
 
@@ -160,6 +161,9 @@ def test_loaders_of_a_physiology_mixed_run(swell_roots: dict[str, Path], tmp_pat
     assert indices == [0] * sizes["swa"] + [1] * sizes["swb"]
     batch, _, _ = next(iter(mixed.train_dataloader()))  # CombinedLoader: (batch, batch index, loader index)
     assert set(batch) == {"swa", "swb"} and batch["swa"]["personal"].shape == (4, 6)
+    # Predictions are written per clip of one corpus: a mixed run says so instead of mixing clip indices.
+    with pytest.raises(CorpusError, match="predict runs on one corpus"):
+        mixed.predict_dataloader()
 
 
 # -- the module -------------------------------------------------------------------------------------------------

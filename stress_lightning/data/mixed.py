@@ -210,6 +210,14 @@ class MixedDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
+    def predict_dataloader(self) -> DataLoader:
+        # Predictions are written per clip of one corpus (PredictionCSVWriter); a mixed run has no single one.
+        raise CorpusError(
+            next(iter(self.modules.values())).root,
+            "predict runs on one corpus: give the checkpoint with that corpus' config, e.g. "
+            "`stress-lightning predict --config conf/synthetic.yaml --ckpt_path ...`",
+        )
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         trainer = getattr(self, "trainer", None)
         if trainer is None or not trainer.training:
