@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, split_subjects
+from stress_lightning.data.corpora.common import check_split_fractions
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import Item, PhysiologyRecord, PhysiologySeries, StressSegment, StressSegments
 
@@ -91,9 +92,7 @@ class SwellKwCorpus(Corpus):
             raise ValueError(f"swell_kw: rmssd_unit must be 's' or 'ms', got {rmssd_unit!r}")
         if gap_s <= WINDOW_S:
             raise ValueError(f"swell_kw: gap_s must exceed the {WINDOW_S:.0f} s window, got {gap_s}")
-        fractions = tuple(float(f) for f in split_fractions)
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-            raise ValueError(f"swell_kw: split_fractions must be three non-negative numbers summing to 1: {fractions}")
+        fractions = check_split_fractions(split_fractions, "swell_kw")
         overlap = set(val_subjects or ()) & set(test_subjects or ())
         if overlap:
             raise ValueError(f"swell_kw: subjects {sorted(overlap)} are in both val_subjects and test_subjects")
@@ -101,7 +100,7 @@ class SwellKwCorpus(Corpus):
         self.gap_s = float(gap_s)
         self.rmssd_unit = rmssd_unit
         self.missing_value = float(missing_value)
-        self.split_fractions: tuple[float, float, float] = fractions  # type: ignore[assignment]
+        self.split_fractions = fractions
         self.seed = int(seed)
         self.val_subjects = [str(s) for s in (val_subjects or ())]
         self.test_subjects = [str(s) for s in (test_subjects or ())]
