@@ -1,8 +1,8 @@
 """Pieces several corpus readers share: option checks, fixed actor splits, session folder search, sample cleanup.
 
-Readers import these from here rather than from one another. Two older exceptions remain: the image-folder
-helpers (`safe_item_id`, `list_images`, ...) still live in `image_folder.py`, where the image corpora and the
-manifest import them, and the event CSV columns in `synthetic.py`; moving them is left for a later clean-up.
+Readers import these from here rather than from one another. One older exception remains: the image-folder
+helpers (`safe_item_id`, `list_images`, ...) still live in `image_folder.py`, where the image corpora, UBFC-rPPG
+and the manifest import them; moving them is left for a later clean-up.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
+
+from stress_lightning.data.errors import CorpusError
+from stress_lightning.data.items import ExpressionEvent, ExpressionTimeline
+from stress_lightning.data.tables import read_csv_checked
 
 # Which of a pulse oximeter's signals is an item's cardiac ground truth: its waveform or its heart rate.
 CardiacChoice = Literal["ppg", "hr"]
@@ -106,3 +111,53 @@ def is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- label tables (the synthetic corpus' expressions.csv, a manifest's event and segment files) ---------------------
+EVENT_COLUMNS: list[str] = ["start_s", "apex_start_s", "apex_end_s", "end_s", "label"]
+
+
+def numeric_column(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as float64; a non-numeric, empty or non-finite cell is a problem naming the file and row."""
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise CorpusError(
+            path,
+            f"column {column!r} has {len(bad)} non-numeric or non-finite value(s), the first in data row "
+            f"{bad[0] + 1} ({table[column].iloc[bad[0]]!r})",
+        )
+    return values
+
+
+def label_column(path: Path, table: pd.DataFrame) -> list[str]:
+    """The `label` column as stripped strings; an empty label is a problem naming the file and row."""
+    labels = [str(v).strip() for v in table["label"].fillna("")]
+    empty = [i + 1 for i, label in enumerate(labels) if not label]
+    if empty:
+        raise CorpusError(path, f"data row {empty[0]} has an empty label")
+    return labels
+
+
+def read_expression_events(path: Path, allow_empty: bool = False) -> ExpressionTimeline:
+    """Expression events from a `start_s,apex_start_s,apex_end_s,end_s,label` CSV, labels as written (the
+    synthetic corpus and the manifest share the format). `allow_empty`: a file with no event is a session that
+    stays neutral throughout, not a problem."""
+    table = read_csv_checked(path, EVENT_COLUMNS, dtype={"label": str}, skipinitialspace=True)
+    if not len(table):
+        if allow_empty:
+            return ExpressionTimeline(())
+        raise CorpusError(path, "lists no events")
+    times = np.stack([numeric_column(path, table, c) for c in EVENT_COLUMNS[:4]], axis=1)
+    order = np.diff(times, axis=1) >= 0
+    if not order.all():
+        row = int(np.flatnonzero(~order.all(axis=1))[0]) + 1
+        raise CorpusError(path, f"data row {row}: events need start_s <= apex_start_s <= apex_end_s <= end_s")
+    ranked = times[np.argsort(times[:, 0], kind="stable")]
+    if (ranked[1:, 0] < ranked[:-1, 3]).any():
+        raise CorpusError(path, "events overlap: each moment can belong to one event only")
+    events = tuple(
+        ExpressionEvent(float(a), float(b), float(c), float(d), label)
+        for (a, b, c, d), label in zip(times, label_column(path, table), strict=True)
+    )
+    return ExpressionTimeline(events)

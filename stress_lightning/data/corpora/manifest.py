@@ -18,9 +18,14 @@ import numpy as np
 import pandas as pd
 
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked, split_subjects
-from stress_lightning.data.corpora.common import check_split_fractions, is_number
+from stress_lightning.data.corpora.common import (
+    check_split_fractions,
+    is_number,
+    label_column,
+    numeric_column,
+    read_expression_events,
+)
 from stress_lightning.data.corpora.image_folder import IMAGE_SUFFIXES, SPLIT_FOLDERS, list_images, safe_item_id
-from stress_lightning.data.corpora.synthetic import EVENT_COLUMNS
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.faces import read_face_boxes
 from stress_lightning.data.items import (
@@ -28,7 +33,6 @@ from stress_lightning.data.items import (
     CardiacRef,
     CardiacSignal,
     ClassLabel,
-    ExpressionEvent,
     ExpressionTimeline,
     FrameFiles,
     ImageFile,
@@ -493,19 +497,6 @@ def cardiac_header(path: Path) -> list[str]:
     return header or []
 
 
-def numeric_column(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float64; a non-numeric, empty or non-finite cell is a problem naming the file and row."""
-    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):
-        raise CorpusError(
-            path,
-            f"column {column!r} has {len(bad)} non-numeric or non-finite value(s), the first in data row "
-            f"{bad[0] + 1} ({table[column].iloc[bad[0]]!r})",
-        )
-    return values
-
-
 def check_increasing(path: Path, times: np.ndarray, what: str) -> None:
     steps = np.diff(times)
     if len(steps) and not (steps > 0).all():
@@ -579,34 +570,6 @@ def read_frame_times(path: Path, folder: Path, frames: list[Path]) -> tuple[list
     return frames, [float(t) for t in times]
 
 
-def _labels(path: Path, table: pd.DataFrame) -> list[str]:
-    labels = [str(v).strip() for v in table["label"].fillna("")]
-    empty = [i + 1 for i, label in enumerate(labels) if not label]
-    if empty:
-        raise CorpusError(path, f"data row {empty[0]} has an empty label")
-    return labels
-
-
-def read_expression_events(path: Path) -> ExpressionTimeline:
-    """Expression events from a `start_s,apex_start_s,apex_end_s,end_s,label` CSV, labels as written."""
-    table = read_csv_checked(path, EVENT_COLUMNS, dtype={"label": str}, skipinitialspace=True)
-    if not len(table):
-        raise CorpusError(path, "lists no events")
-    times = np.stack([numeric_column(path, table, c) for c in EVENT_COLUMNS[:4]], axis=1)
-    order = np.diff(times, axis=1) >= 0
-    if not order.all():
-        row = int(np.flatnonzero(~order.all(axis=1))[0]) + 1
-        raise CorpusError(path, f"data row {row}: events need start_s <= apex_start_s <= apex_end_s <= end_s")
-    ranked = times[np.argsort(times[:, 0], kind="stable")]
-    if (ranked[1:, 0] < ranked[:-1, 3]).any():
-        raise CorpusError(path, "events overlap: each moment can belong to one event only")
-    events = tuple(
-        ExpressionEvent(float(a), float(b), float(c), float(d), label)
-        for (a, b, c, d), label in zip(times, _labels(path, table), strict=True)
-    )
-    return ExpressionTimeline(events)
-
-
 def read_stress_segments(path: Path) -> StressSegments:
     """Stress segments from a `start_s,end_s,label` CSV (labels as written); segments may not overlap."""
     table = read_csv_checked(path, SEGMENT_COLUMNS, dtype={"label": str}, skipinitialspace=True)
@@ -619,5 +582,5 @@ def read_stress_segments(path: Path) -> StressSegments:
     order = np.argsort(start, kind="stable")
     if (start[order][1:] < end[order][:-1]).any():
         raise CorpusError(path, "segments overlap: each moment can have one stress label only")
-    labels = _labels(path, table)
+    labels = label_column(path, table)
     return StressSegments(tuple(StressSegment(float(start[i]), float(end[i]), labels[i]) for i in order))

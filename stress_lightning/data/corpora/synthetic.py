@@ -10,21 +10,19 @@ from typing import Any
 import numpy as np
 
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked
+from stress_lightning.data.corpora.common import read_expression_events
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import (
     SPLITS,
     CardiacRef,
     CardiacSignal,
     ClassLabel,
-    ExpressionEvent,
     ExpressionTimeline,
     Item,
     VideoFile,
 )
 from stress_lightning.data.synthetic import LABEL_COLUMNS, STRESS_NAMES, SyntheticConfig, generate_corpus
 from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS
-
-EVENT_COLUMNS = ["start_s", "apex_start_s", "apex_end_s", "end_s", "label"]
 
 
 @CORPORA.register("synthetic")
@@ -147,16 +145,10 @@ def existing_config(root: Path) -> SyntheticConfig | None:
 
 
 def read_timeline(path: Path) -> ExpressionTimeline:
-    """Expression events from a `start_s,apex_start_s,apex_end_s,end_s,label` CSV."""
-    table = read_csv_checked(path, EVENT_COLUMNS)
-    unknown = sorted(set(table["label"]) - set(BASIC_EXPRESSIONS))
+    """Expression events from a `start_s,apex_start_s,apex_end_s,end_s,label` CSV; the generator writes only the
+    basic classes, so any other label means the file is not one it wrote."""
+    timeline = read_expression_events(path, allow_empty=True)
+    unknown = sorted(set(timeline.labels()) - set(BASIC_EXPRESSIONS))
     if unknown:
         raise CorpusError(path, f"unknown expression label(s) {unknown}; known: {list(BASIC_EXPRESSIONS)}")
-    times = table[EVENT_COLUMNS[:4]].to_numpy(np.float64)
-    if len(times) and not (np.diff(times, axis=1) >= 0).all():
-        raise CorpusError(path, "each event needs start_s <= apex_start_s <= apex_end_s <= end_s")
-    events = tuple(
-        ExpressionEvent(float(a), float(b), float(c), float(d), str(label))
-        for (a, b, c, d), label in zip(times, table["label"], strict=True)
-    )
-    return ExpressionTimeline(events)
+    return timeline
