@@ -60,6 +60,7 @@ class StressLightningCLI(LightningCLI):
         ):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.link_arguments("data.corpus_names", "model.init_args.corpora", apply_on="instantiate")
+        parser.link_arguments("data.face_pipeline", "model.init_args.face_pipeline", apply_on="instantiate")
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -97,7 +98,7 @@ def _check_config_files(args: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in COMMANDS:
-        # `data` and `evaluate` are argparse commands of their own; everything else is LightningCLI.
+        # `data`, `evaluate`, `stream` and `export` are argparse commands of their own; the rest is LightningCLI.
         code = run_command(argv)
         if code:
             raise SystemExit(code)

@@ -329,18 +329,16 @@ class BlockArray:
             start += len(chunk)
 
 
-class TimeResampler:
-    """Frames at their own times in, samples at k / fps out (ROI interpolated linearly, face from the nearest)."""
+class TimeGrid:
+    """Frames at their own times in, samples at k / fps out: the ROI interpolated linearly between the two frames
+    around each sample time, the face from the nearer one; a sample inside a gap longer than `MAX_GAP_S` or next
+    to a frame without a face is marked invalid. Subclasses say where samples go (`_emit`): the cache's arrays,
+    or the stream's ring buffers (`inference.engine`), so training and inference resample alike."""
 
-    def __init__(
-        self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...], spill_dir: Path | None = None
-    ) -> None:
+    def __init__(self, fps: float) -> None:
         self.fps = float(fps)
         self.prev: tuple[float, np.ndarray, np.ndarray, bool] | None = None
-        spill = (lambda name: spill_dir / name) if spill_dir is not None else (lambda name: None)
-        self.faces = BlockArray(face_shape, np.uint8, spill=spill("faces.spill"))
-        self.roi = BlockArray(roi_shape, np.float32, spill=spill("roi.spill"))
-        self.valid: list[bool] = []
+        self.emitted = 0
         self.out_of_order = 0
 
     def push(self, t: float, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
@@ -350,8 +348,8 @@ class TimeResampler:
         if self.prev is not None and t == self.prev[0]:
             self.prev = (t, face, roi, ok)  # a duplicated frame: the later copy replaces it
             return
-        while len(self.valid) / self.fps <= t:
-            target = len(self.valid) / self.fps
+        while self.emitted / self.fps <= t:
+            target = self.emitted / self.fps
             if self.prev is None or target == t:
                 self._emit(face, roi, ok)
             else:
@@ -359,7 +357,24 @@ class TimeResampler:
                 w = (target - t0) / (t - t0)
                 bridged = (t - t0) <= MAX_GAP_S
                 self._emit(face0 if w < 0.5 else face, (1 - w) * roi0 + w * roi, ok0 and ok and bridged)
+            self.emitted += 1
         self.prev = (t, face, roi, ok)
+
+    def _emit(self, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
+        raise NotImplementedError
+
+
+class TimeResampler(TimeGrid):
+    """`TimeGrid` into growing arrays (spilled to `spill_dir` block by block) for the cache."""
+
+    def __init__(
+        self, fps: float, face_shape: tuple[int, ...], roi_shape: tuple[int, ...], spill_dir: Path | None = None
+    ) -> None:
+        super().__init__(fps)
+        spill = (lambda name: spill_dir / name) if spill_dir is not None else (lambda name: None)
+        self.faces = BlockArray(face_shape, np.uint8, spill=spill("faces.spill"))
+        self.roi = BlockArray(roi_shape, np.float32, spill=spill("roi.spill"))
+        self.valid: list[bool] = []
 
     def _emit(self, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
         self.faces.append(face)
@@ -401,8 +416,10 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
             else:
                 obs = tracker(frame, timestamp_s=t)
                 ok = obs is not None
-                face = fp.align_face(frame, obs, pre.face_size, pre.face_margin) if ok else blank_face
-                roi = fp.landmark_roi_grid(frame, obs, pre.roi_size) if ok else blank_roi
+                if ok:
+                    face, roi = fp.face_and_roi(frame, obs, pre.face_size, pre.roi_size, pre.face_margin)
+                else:
+                    face, roi = blank_face, blank_roi
             resampler.push(t, face, roi, ok)
             last_t = t
         if n < 0 or not resampler.valid:

@@ -264,6 +264,18 @@ class ClipDataModule(pl.LightningDataModule):
         self.problems: list[Problem] = []
         self._items: list[Item] | None = None
 
+    @property
+    def face_pipeline(self) -> dict[str, Any]:
+        """How faces were found and framed (linked into the model and stored with it, so inference on raw video
+        repeats it): the face window's span, crop margin, detector and detection interval."""
+        pre = self.preprocessing
+        return {
+            "face_span_s": self.spec.face_span_s,
+            "face_margin": pre.face_margin,
+            "detector": pre.detector,
+            "detect_every": pre.detect_every,
+        }
+
     # -- corpus -------------------------------------------------------------------------------------------
     @functools.cached_property
     def reader(self) -> Corpus:

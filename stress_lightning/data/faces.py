@@ -421,6 +421,10 @@ class FaceTracker:
     and held in between (no landmarks; 30-100 ms a detection). Landmarks pass through a One-Euro filter
     (`min_cutoff_hz`, `beta` in face sizes per second) so a still head gives a still box. Frames are taken to be
     `fps` apart unless a timestamp is passed. Only the configuration is pickled: the graphs are built on first use.
+
+    `max_faces` > 1 lets Face Mesh track up to that many faces and keeps the largest (a second person walking into
+    view does not take over the ROI); `faces_in_view` says how many it saw in the last frame. Face Mesh then looks
+    for the missing faces on every frame (BlazeFace, ~2 ms at 640x480), so the cache keeps the default of 1.
     """
 
     detect_every: int = 10
@@ -429,6 +433,7 @@ class FaceTracker:
     min_cutoff_hz: float = 0.5
     beta: float = 5.0
     min_confidence: float = 0.5
+    max_faces: int = 1
     _state: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -436,6 +441,8 @@ class FaceTracker:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.backend not in ("mediapipe", "haar"):
             raise ValueError(f"unknown face tracker backend {self.backend!r}; use 'mediapipe' or 'haar'")
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_state"}
@@ -454,8 +461,14 @@ class FaceTracker:
                 last=None,
                 held=0,
                 since_detect=self.detect_every,
+                faces_in_view=0,
             )
         return self._state
+
+    @property
+    def faces_in_view(self) -> int:
+        """Faces seen in the last frame (Face Mesh's count up to `max_faces`, else 0 or 1)."""
+        return int(self._state.get("faces_in_view", 0))
 
     def reset(self) -> None:
         """Forget the face (call between videos); the graphs are rebuilt on the next frame."""
@@ -475,15 +488,19 @@ class FaceTracker:
 
             state["mesh"] = face_mesh.FaceMesh(
                 static_image_mode=False,
-                max_num_faces=1,
+                max_num_faces=self.max_faces,
                 min_detection_confidence=self.min_confidence,
                 min_tracking_confidence=self.min_confidence,
             )
         result = _quiet_process(state["mesh"], rgb)
-        if not result.multi_face_landmarks:
+        faces = result.multi_face_landmarks or []
+        state["faces_in_view"] = len(faces)
+        if not faces:
             return None
         h, w = rgb.shape[:2]
-        return np.array([[p.x * w, p.y * h] for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
+        sets = [np.array([[p.x * w, p.y * h] for p in face.landmark], dtype=np.float32) for face in faces]
+        # The largest face (landmark extent): the person in front of the camera, not one passing behind.
+        return max(sets, key=lambda lm: float(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
 
     def __call__(self, rgb: np.ndarray, timestamp_s: float | None = None) -> FaceObservation | None:
         state = self._runtime()
@@ -505,6 +522,7 @@ class FaceTracker:
                 found = state["detector"](rgb)
             else:
                 found = _haar_observation(rgb, border=0.0)
+            state["faces_in_view"] = int(found is not None)
             if found is not None:
                 last = state["last"]
                 if self.backend == "haar" and last is not None and last.source == "haar":
@@ -520,6 +538,14 @@ class FaceTracker:
             return state["last"]
         state["last"] = None
         return None
+
+
+def face_and_roi(
+    frame: np.ndarray, obs: FaceObservation, face_size: int, roi_size: int, margin: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned face crop (uint8 [S, S, 3]) and the landmark-placed ROI grid (float [3, R, R] in [0, 1]) of one
+    tracked frame: the step the cache runs on every training video and the stream on every live frame."""
+    return align_face(frame, obs, face_size, margin), landmark_roi_grid(frame, obs, roi_size)
 
 
 def make_tracker(detector: str = "mediapipe", detect_every: int = 10, **kwargs: Any) -> FaceTracker:

@@ -147,6 +147,12 @@ class MixedDataModule(pl.LightningDataModule):
         self.roi_size = first.roi_size
 
     @property
+    def face_pipeline(self) -> dict[str, Any]:
+        """The face pipeline stored with the model: the first corpus' (the face window is shared; detector settings
+        may differ per corpus, and inference on raw video repeats the first one's)."""
+        return next(iter(self.modules.values())).face_pipeline
+
+    @property
     def corpus_names(self) -> list[str]:
         """The corpora's names in the run, in order (linked into the model for per-corpus metrics)."""
         return list(self.modules)

@@ -72,6 +72,8 @@ class MultiTaskStressModule(pl.LightningModule):
         expression_classes, stress_levels: the run's taxonomy (linked from the data module); head sizes follow
             it and the class names travel with the checkpoint and the registered model.
         fps, roi_frames, face_frames, face_size, roi_size: clip geometry, linked from the data module.
+        face_pipeline: how the data module found and framed faces (`face_span_s`, `face_margin`, `detector`,
+            `detect_every`), linked from it and stored with the model so inference on raw video repeats it.
         loss_weights: weight per task (`expression`, `hr`, `hrv`, `stress`); a missing task keeps its default.
         lr, weight_decay: AdamW settings; the learning rate follows a one-cycle cosine schedule.
         label_smoothing: for the expression and stress cross-entropies.
@@ -96,6 +98,7 @@ class MultiTaskStressModule(pl.LightningModule):
         face_frames: int = 8,
         face_size: int = 64,
         roi_size: int = 8,
+        face_pipeline: dict[str, Any] | None = None,
         loss_weights: dict[str, float] | None = None,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,

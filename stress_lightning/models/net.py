@@ -240,6 +240,16 @@ class MultiTaskNet(nn.Module):
         )
         return {"stress_logits": stress_logits, "stress_probs": torch.softmax(stress_logits, dim=1)}
 
+    def forward_expression(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expression path alone (spatial + temporal streams, expression head): frames [B, Tf, 3, H, W] ->
+        (expression_logits, expression_probs). The stream runs it on every frame and the whole network only when a
+        pulse window is due; it equals `forward(...)["expression_probs"]`, which does not depend on the ROI."""
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"MultiTaskNet: frames must be [B, Tf, 3, H, W], got {tuple(frames.shape)}")
+        centre = frames[:, frames.shape[1] // 2]
+        logits = self.expression_head(self.spatial(centre), self.temporal(frames))
+        return logits, torch.softmax(logits, dim=1)
+
     def forward_tuple(self, frames: torch.Tensor, roi: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`forward` as a tuple in `OUTPUT_NAMES` order, for ONNX/TensorRT export."""
         outputs = self.forward(frames, roi)
