@@ -1,5 +1,5 @@
-"""User commands beside LightningCLI's fit/validate/test/predict: `stress-lightning data ...` and
-`stress-lightning evaluate ...` (`stress_lightning.cli.main` dispatches on the first argument).
+"""User commands beside LightningCLI's fit/validate/test/predict: `stress-lightning data ...`, `evaluate ...`,
+`stream ...` and `export ...` (`stress_lightning.cli.main` dispatches on the first argument).
 
 Each command is an argparse program with its own `--help`. Exit codes: 0 done (problems found in a corpus are
 reported, not failures), 1 the input cannot be read (the error names the path), 2 a usage error.
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-COMMANDS: tuple[str, ...] = ("data", "evaluate")
+COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export")
 
 
 class CommandError(Exception):
@@ -35,10 +35,9 @@ def run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if not argv or argv[0] not in COMMANDS:
         raise ValueError(f"not a command: {argv[:1]}; commands: {list(COMMANDS)}")
-    if argv[0] == "data":
-        from stress_lightning.commands.data import main
-    else:
-        from stress_lightning.commands.evaluate import main
+    import importlib
+
+    main = importlib.import_module(f"stress_lightning.commands.{argv[0]}").main
     try:
         return int(main(argv[1:]) or 0)
     except CommandError as exc:

@@ -161,7 +161,14 @@ def load_registered(uri: str):
             loader.load_context(SimpleNamespace(artifacts=artifacts))
         except (KeyError, ValueError, TypeError, OSError) as exc:
             raise CommandError(f"{uri}: not a stress-lightning model: {exc}") from exc
-        geometry = _geometry_from_signature(meta, local)
+        if "spec" in artifacts:
+            # Models registered with their spec (inference.spec.ModelSpec) carry the geometry there.
+            from stress_lightning.inference.spec import ModelSpec
+
+            spec = ModelSpec.from_json(Path(artifacts["spec"]).read_text(), artifacts["spec"])
+            geometry = RegisteredGeometry(spec.face_frames, spec.face_size, spec.roi_size)
+        else:
+            geometry = _geometry_from_signature(meta, local)
         config = json.loads(Path(artifacts["net_config"]).read_text())["config"]
     net = loader.net
     module = MultiTaskStressModule(

@@ -14,7 +14,9 @@ Contract with the LightningModule (`stress_lightning.models.module`):
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -37,6 +39,19 @@ from stress_lightning.tracking.registry import (
 )
 
 PLOTS_DIR = "plots"
+EXPORTED_ONNX = {"onnx": "export/model.onnx", "expression_onnx": "export/expression.onnx"}
+
+
+def _exported_onnx(client: MlflowClient, run_id: str, tags: Mapping[str, str], folder: Path) -> dict[str, Path]:
+    """The run's checked ONNX artifacts (ExportCallback), downloaded into `folder`; none unless export was ok."""
+    if tags.get("export.onnx.status") != "ok":
+        return {}
+    present = {a.path for a in client.list_artifacts(run_id, "export")}
+    return {
+        key: Path(client.download_artifacts(run_id, path, str(folder)))
+        for key, path in EXPORTED_ONNX.items()
+        if path in present
+    }
 
 
 def find_mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
@@ -179,19 +194,35 @@ class RegistryCallback(RunAwareCallback):
         if run is None:
             return
         client, run_id = run
+        from stress_lightning.inference.spec import spec_from_module
+
         frames, roi = pl_module.example_input(batch_size=1)
         example = {"frames": frames.cpu().numpy(), "roi": roi.cpu().numpy()}
         names = {"expression": list(pl_module.expression_names), "stress": list(pl_module.stress_names)}
-        info = log_pyfunc_model(
-            pl_module.net, names, example, name=self.artifact_name, run_id=run_id, tracking_uri=client.tracking_uri
-        )
+        run_tags = client.get_run(run_id).data.tags
+        with tempfile.TemporaryDirectory(prefix="stress_registry_") as tmp:
+            # The ONNX graphs the export callback checked travel with the model: consumers then run ONNX Runtime.
+            onnx_files = _exported_onnx(client, run_id, run_tags, Path(tmp))
+            info = log_pyfunc_model(
+                pl_module.net,
+                names,
+                example,
+                name=self.artifact_name,
+                run_id=run_id,
+                tracking_uri=client.tracking_uri,
+                spec=spec_from_module(pl_module),
+                onnx_files=onnx_files,
+            )
 
         registry = ModelRegistry(client=client)
+        # The version says what was exported and verified (TensorRT: built, failed, or skipped and why).
+        export_tags = {k: v for k, v in run_tags.items() if k.startswith("export.")}
         version = registry.register(
             run_id,
             self.artifact_name,
             name=self.model_name,
             model_id=info.model_id,
+            tags=export_tags,
             challenger_alias=self.challenger_alias,
         )
         decision = registry.promote_if_better(

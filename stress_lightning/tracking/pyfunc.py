@@ -1,14 +1,19 @@
-"""The registered model: an `mlflow.pyfunc.PythonModel` around MultiTaskNet that returns one column per output.
+"""The registered model: an `mlflow.pyfunc.PythonModel` that takes videos (or preprocessed clips) and returns tables.
 
 Artifacts are plain data: `net_config.json` (the net's import path and constructor kwargs), `state_dict.pt`
-(loaded with `weights_only=True`) and `labels.json` (class names). The model is logged "from code": MLflow
-stores a two-line script that imports `StressMultitaskModel` from this package, so nothing is pickled and
-loading needs this package installed.
+(loaded with `weights_only=True`), `labels.json` (class names), `spec.json` (clip geometry and face pipeline,
+`inference.spec.ModelSpec`) and, when the export callback produced them, `model.onnx` and `expression.onnx` (the
+stream then runs on ONNX Runtime). The model is logged "from code": MLflow stores a two-line script that imports
+`StressMultitaskModel` from this package, so nothing is pickled and loading needs this package installed.
 
-Input (a dict of float32 arrays, the tensor schema MLflow infers for dict-of-ndarray examples):
-`{"frames": [B,Tf,3,H,W], "roi": [B,Tr,3,R,R]}`, values in [0, 1].
-Output: a DataFrame with `expression`, `expression_prob_<name>`..., `hr_bpm`, `rmssd_ms`, `lf_hf_ratio`,
-`stress_level`, `stress_prob_<name>`....
+Input, either:
+- a DataFrame with a `video` column of video file paths: one row per window and video (`inference.api`), with the
+  `video` column first; params `hr_method`, `update_every_s`, `hr_window_s` as in `StressModel.predict`;
+- a dict `{"frames": [B,Tf,3,H,W], "roi": [B,Tr,3,R,R]}` of float arrays in [0, 1] (preprocessed clips): one row per
+  clip with `expression`, `expression_prob_<name>`..., `hr_bpm`, `rmssd_ms`, `lf_hf_ratio`, `stress_level`,
+  `stress_prob_<name>`....
+The logged signature describes the video table (its output columns and params); it has no input schema because the
+model takes both forms, and checks its input itself.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +43,10 @@ DEFAULT_NET_CLASS = "stress_lightning.models.net:MultiTaskNet"
 NET_CONFIG_ARTIFACT = "net_config"
 STATE_DICT_ARTIFACT = "state_dict"
 LABELS_ARTIFACT = "labels"
+SPEC_ARTIFACT = "spec"
+ONNX_ARTIFACT = "onnx"
+EXPRESSION_ONNX_ARTIFACT = "expression_onnx"
+VIDEO_COLUMN = "video"
 INPUT_KEYS = ("frames", "roi")
 PREDICT_CHUNK = 16
 
@@ -108,27 +118,53 @@ def _clip_arrays(model_input: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class StressMultitaskModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: rebuilds MultiTaskNet from its config on CPU and tabulates its outputs."""
+    """pyfunc wrapper: rebuilds the model on CPU (ONNX Runtime when the model carries ONNX files) and answers
+    videos with window tables (`inference.api.StressModel`) and preprocessed clips with clip tables."""
 
     # MLflow validates `predict` against its type hints, which only describe list-shaped inputs: it warns at
     # import and at logging for a dict of arrays. `model_input` is therefore left unannotated and the hint
-    # check skipped; the logged tensor signature validates the input instead.
+    # check skipped; `predict` checks the input itself.
     _skip_type_hint_validation = True
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from stress_lightning.inference.api import StressModel
+        from stress_lightning.inference.loading import LoadedModel
+        from stress_lightning.inference.spec import ModelSpec
+
         artifacts = context.artifacts
         for key in (NET_CONFIG_ARTIFACT, STATE_DICT_ARTIFACT, LABELS_ARTIFACT):
             if key not in artifacts:
                 raise KeyError(f"pyfunc model artifacts lack {key!r} (have {sorted(artifacts)})")
-        spec = json.loads(Path(artifacts[NET_CONFIG_ARTIFACT]).read_text())
-        if "net_class" not in spec or "config" not in spec:
+        spec_json = json.loads(Path(artifacts[NET_CONFIG_ARTIFACT]).read_text())
+        if "net_class" not in spec_json or "config" not in spec_json:
             raise KeyError(f"{artifacts[NET_CONFIG_ARTIFACT]}: needs keys 'net_class' and 'config'")
-        net_cls = import_net_class(spec["net_class"])
-        net = net_cls.from_config(spec["config"])
+        net_cls = import_net_class(spec_json["net_class"])
+        net = net_cls.from_config(spec_json["config"])
         state = torch.load(artifacts[STATE_DICT_ARTIFACT], map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         self.net = net.eval()
         self.expression_names, self.stress_names = _names_from(json.loads(Path(artifacts[LABELS_ARTIFACT]).read_text()))
+        if SPEC_ARTIFACT in artifacts:
+            spec = ModelSpec.from_json(Path(artifacts[SPEC_ARTIFACT]).read_text(), artifacts[SPEC_ARTIFACT])
+        else:  # registered before specs were stored: geometry from the net config, the face pipeline at defaults
+            config = spec_json["config"]
+            spec = ModelSpec(
+                fps=float(config.get("fps", 25.0)),
+                roi_frames=int(config.get("roi_frames", 200)),
+                expression_names=tuple(self.expression_names),
+                stress_names=tuple(self.stress_names),
+            )
+        self.spec = spec
+        onnx_path = artifacts.get(ONNX_ARTIFACT)
+        expression_path = artifacts.get(EXPRESSION_ONNX_ARTIFACT)
+        loaded = LoadedModel(
+            spec=spec,
+            source="pyfunc",
+            net=self.net,
+            onnx_path=Path(onnx_path) if onnx_path else None,
+            expression_onnx_path=Path(expression_path) if expression_path else None,
+        )
+        self._videos = StressModel(loaded)
 
     def predict(
         self,
@@ -136,8 +172,56 @@ class StressMultitaskModel(mlflow.pyfunc.PythonModel):
         model_input,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
+        if isinstance(model_input, pd.DataFrame) and VIDEO_COLUMN in model_input.columns:
+            return predict_videos(self._videos, model_input[VIDEO_COLUMN].tolist(), params)
         frames, roi = _clip_arrays(model_input)
         return predict_dataframe(self.net, frames, roi, self.expression_names, self.stress_names)
+
+
+VIDEO_PARAMS: dict[str, Any] = {"hr_method": "pos", "update_every_s": 1.0, "hr_window_s": 0.0}
+
+
+def predict_videos(model: Any, videos: Sequence[Any], params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Window tables of several videos, stacked, with the `video` column first. `hr_window_s` 0 means the default."""
+    from stress_lightning.inference.api import window_columns
+
+    unknown = sorted(set(params or {}) - set(VIDEO_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown params {unknown}; known: {sorted(VIDEO_PARAMS)}")
+    settings = {**VIDEO_PARAMS, **(params or {})}
+    tables = []
+    for video in videos:
+        if not isinstance(video, str) or not video:
+            raise ValueError(f"column {VIDEO_COLUMN!r} must hold video file paths, got {video!r}")
+        table = model.predict(
+            video,
+            hr_method=str(settings["hr_method"]),
+            update_every_s=float(settings["update_every_s"]),
+            hr_window_s=float(settings["hr_window_s"]) or None,
+        )
+        table.insert(0, VIDEO_COLUMN, video)
+        tables.append(table)
+    if not tables:
+        return pd.DataFrame(columns=[VIDEO_COLUMN, *(name for name, _ in window_columns(model.spec))])
+    return pd.concat(tables, ignore_index=True)
+
+
+def video_signature(spec: Any) -> ModelSignature:
+    """Signature of the video table: output columns and params (no input schema: the model also takes clips)."""
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from stress_lightning.inference.api import window_columns
+
+    outputs = Schema(
+        [ColSpec("string", VIDEO_COLUMN), *(ColSpec(kind, name, required=False) for name, kind in window_columns(spec))]
+    )
+    params = ParamSchema(
+        [
+            ParamSpec(name, "string" if isinstance(value, str) else "double", value)
+            for name, value in VIDEO_PARAMS.items()
+        ]
+    )
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 
 def pip_requirements() -> list[str]:
@@ -164,6 +248,25 @@ def model_signature(
     return infer_signature({"frames": frames, "roi": roi}, output)
 
 
+def spec_for(net: nn.Module, names: Mapping[str, Sequence[str]], example: Mapping[str, np.ndarray]) -> Any:
+    """A model spec from the net's config and an example clip's shapes (face pipeline at its defaults), for callers
+    that do not pass the training module's own (`inference.spec.spec_from_module`)."""
+    from stress_lightning.inference.spec import ModelSpec
+
+    config = dict(getattr(net, "config", {}) or {})
+    frames, roi = _clip_arrays(example)
+    expression_names, stress_names = _names_from(names)
+    return ModelSpec(
+        fps=float(config.get("fps", 25.0)),
+        roi_frames=int(roi.shape[1]),
+        face_frames=int(frames.shape[1]),
+        face_size=int(frames.shape[3]),
+        roi_size=int(roi.shape[3]),
+        expression_names=tuple(expression_names),
+        stress_names=tuple(stress_names),
+    )
+
+
 def log_pyfunc_model(
     net: nn.Module,
     names: Mapping[str, Sequence[str]],
@@ -172,20 +275,28 @@ def log_pyfunc_model(
     run_id: str | None = None,
     net_class: str | None = None,
     tracking_uri: str | None = None,
+    spec: Any | None = None,
+    onnx_files: Mapping[str, str | Path] | None = None,
 ) -> ModelInfo:
     """Log `net` as a pyfunc model into `run_id` (default: the active run) and return its ModelInfo.
 
-    `names` = {"expression": [...], "stress": [...]}; `input_example` = {"frames", "roi"} float32 arrays.
-    The net must have `config` (constructor kwargs) and `from_config`, as MultiTaskNet does. MLflow logs
-    models through its global tracking URI; `tracking_uri` sets it for this call (then restores it).
+    `names` = {"expression": [...], "stress": [...]}; `input_example` = {"frames", "roi"} float32 arrays (checked
+    against the net, which must run on them). `spec`: the `ModelSpec` raw video is fed by (default: from the net
+    config and the example's shapes). `onnx_files`: exported graphs to carry, keys `onnx` (every head) and
+    `expression_onnx`. The net must have `config` (constructor kwargs) and `from_config`, as MultiTaskNet does.
+    MLflow logs models through its global tracking URI; `tracking_uri` sets it for this call (then restores it).
     """
     config = getattr(net, "config", None)
     if not isinstance(config, Mapping):
         raise TypeError(f"{type(net).__name__}.config must be a dict of constructor kwargs to rebuild the net")
+    unknown = sorted(set(onnx_files or {}) - {ONNX_ARTIFACT, EXPRESSION_ONNX_ARTIFACT})
+    if unknown:
+        raise ValueError(f"onnx_files: unknown keys {unknown}; known: {ONNX_ARTIFACT}, {EXPRESSION_ONNX_ARTIFACT}")
     frames, roi = _clip_arrays(input_example)
     example = {"frames": frames, "roi": roi}
     cpu_net = _cpu_copy(net)
-    signature = model_signature(cpu_net, example, names)
+    model_signature(cpu_net, example, names)  # the net must run on the clips it will be given
+    spec = spec if spec is not None else spec_for(cpu_net, names, example)
     with tempfile.TemporaryDirectory(prefix="stress_pyfunc_") as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "net_config.json").write_text(
@@ -194,9 +305,20 @@ def log_pyfunc_model(
         (tmp_dir / "labels.json").write_text(
             json.dumps({"expression": list(names["expression"]), "stress": list(names["stress"])}, indent=2)
         )
+        (tmp_dir / "spec.json").write_text(spec.to_json())
         torch.save(cpu_net.state_dict(), tmp_dir / "state_dict.pt")
         model_code = tmp_dir / "stress_multitask_model.py"
         model_code.write_text(_MODEL_CODE)
+        artifacts = {
+            NET_CONFIG_ARTIFACT: str(tmp_dir / "net_config.json"),
+            STATE_DICT_ARTIFACT: str(tmp_dir / "state_dict.pt"),
+            LABELS_ARTIFACT: str(tmp_dir / "labels.json"),
+            SPEC_ARTIFACT: str(tmp_dir / "spec.json"),
+        }
+        for key, path in (onnx_files or {}).items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"onnx_files[{key!r}]: {path} does not exist")
+            artifacts[key] = str(path)
         with use_tracking_uri(tracking_uri):
             # Without an active fluent run MLflow would file the LoggedModel under the default experiment (and
             # its artifacts under ./mlruns/0); creating it in the run's experiment keeps it beside the run.
@@ -210,22 +332,20 @@ def log_pyfunc_model(
                     source_run_id=run_id,
                     params=dict(run.data.params),
                 ).model_id
-            return Model.log(
-                name=name,
-                artifact_path=None,
-                flavor=mlflow.pyfunc,
-                run_id=run_id,
-                python_model=str(model_code),
-                artifacts={
-                    NET_CONFIG_ARTIFACT: str(tmp_dir / "net_config.json"),
-                    STATE_DICT_ARTIFACT: str(tmp_dir / "state_dict.pt"),
-                    LABELS_ARTIFACT: str(tmp_dir / "labels.json"),
-                },
-                signature=signature,
-                input_example=example,
-                pip_requirements=pip_requirements(),
-                model_id=model_id,
-            )
+            with warnings.catch_warnings():
+                # MLflow asks for an input example; a video path would not exist where the model is loaded.
+                warnings.filterwarnings("ignore", message=r".*input example was not provided.*")
+                return Model.log(
+                    name=name,
+                    artifact_path=None,
+                    flavor=mlflow.pyfunc,
+                    run_id=run_id,
+                    python_model=str(model_code),
+                    artifacts=artifacts,
+                    signature=video_signature(spec),
+                    pip_requirements=pip_requirements(),
+                    model_id=model_id,
+                )
 
 
 # Models-from-code entry point: MLflow copies this script into the model and runs it on load.
