@@ -1,12 +1,16 @@
 """Temporal (clip) backbones: frames [B, T, 3, H, W] in [0, 1] -> feature vector [B, out_dim].
 
 Each backbone normalises its input itself. `r3d_18` takes `weights` like the spatial torchvision backbones
-(None, a torchvision weight name such as "KINETICS400_V1", or a path to a local state dict).
+(None, a torchvision weight name such as "KINETICS400_V1", or a path to a local state dict); `i3d_r50` takes
+None or a path to a local state dict (it never downloads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import pickle
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torchvision
@@ -18,6 +22,9 @@ from stress_lightning.models.registry import TEMPORAL_BACKBONES
 # Statistics torchvision's Kinetics-400 video models were trained with.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# pytorchvideo's model zoo (PySlowFast recipes) trained its Kinetics models with these instead.
+PYTORCHVIDEO_KINETICS_MEAN = (0.45, 0.45, 0.45)
+PYTORCHVIDEO_KINETICS_STD = (0.225, 0.225, 0.225)
 
 
 class TemporalBackbone(nn.Module):
@@ -85,3 +92,99 @@ class R3D18(TemporalBackbone):
         model.fc = nn.Identity()
         self.trunk = model
         self.out_dim = 512
+
+
+def _read_pytorchvideo_state(path: Path, owner: str) -> dict[str, torch.Tensor]:
+    """A tensor state dict from `path`: a plain state dict, or a pytorchvideo/PySlowFast checkpoint that wraps
+    one under "model_state" (the form of the model-zoo `.pyth` files)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{owner}: weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise ValueError(f"{owner}: cannot read weights file {path} as a tensor state dict: {err}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("model_state"), Mapping):
+        state = state["model_state"]
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{owner}: weights file {path} holds neither a state dict (name -> tensor) nor a checkpoint with one "
+            'under "model_state"'
+        )
+    return dict(state)
+
+
+@TEMPORAL_BACKBONES.register("i3d_r50")
+class I3DR50(TemporalBackbone):
+    """pytorchvideo's I3D ResNet-50 (the `I3D_8x8_R50` Kinetics-400 architecture) without its classifier.
+
+    The trunk is `pytorchvideo.models.hub.resnet.i3d_r50` built with `head=None` (stem and four residual
+    stages), followed by global average pooling; out_dim 2048. The model-zoo head pools with a fixed (4, 7, 7)
+    kernel, which only fits 8 x 224 x 224 clips; adaptive pooling takes any clip with T >= 2 (8 x 64 x 64 face
+    clips, 16 x 112 x 112, 8 x 224 x 224 ...). Time is halved once (the pool after stage 1), space 32 times, so
+    below 32 x 32 pixels the last stage sees a single position.
+
+    Args:
+        weights: None (random init) or a path to a local state dict of this architecture. The Kinetics-400
+            weights are pytorchvideo's `I3D_8x8_R50` checkpoint (`I3D_8x8_R50.pyth` from the pytorchvideo model
+            zoo, 73.3 % top-1): download it once yourself and pass its path; the checkpoint's "model_state" is
+            unwrapped and its classifier keys (`blocks.6.*`) dropped. Nothing is downloaded at run time.
+        dropout: dropout on the pooled features.
+    """
+
+    # The stage-1 max pool halves time with a kernel of 2 and no padding: one frame leaves nothing.
+    MIN_FRAMES = 2
+
+    def __init__(self, weights: str | None = None, dropout: float = 0.0) -> None:
+        super().__init__(PYTORCHVIDEO_KINETICS_MEAN, PYTORCHVIDEO_KINETICS_STD)
+        with warnings.catch_warnings():
+            # fvcore (imported by pytorchvideo) calls the deprecated torch.jit.script at import; not ours to fix.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            # Imported here, not at module top: pytorchvideo's hub pulls in fvcore and iopath (~2 s), which every
+            # other backbone would otherwise pay for.
+            from pytorchvideo.models.hub.resnet import i3d_r50
+
+        # The hub builder fixes the I3D kernel layout the checkpoint was trained with; head=None drops the
+        # classifier, so the block names (blocks.0 ... blocks.5) are the checkpoint's.
+        net = i3d_r50(pretrained=False, head=None)
+        if weights is not None:
+            self._load(net, weights)
+        self.trunk = nn.Sequential(net, nn.AdaptiveAvgPool3d(1), nn.Flatten(1), nn.Dropout(dropout))
+        self.out_dim = 2048
+
+    @staticmethod
+    def _load(net: nn.Module, weights: str) -> None:
+        owner = "i3d_r50"
+        if not isinstance(weights, str):
+            raise TypeError(f"{owner}: weights must be None or a path string, got {type(weights).__name__}")
+        path = Path(weights).expanduser()
+        if not path.exists() and not path.suffix:
+            raise ValueError(
+                f"{owner}: weights {weights!r} is not a file; i3d_r50 takes a local state dict path (the Kinetics "
+                "weights are pytorchvideo's I3D_8x8_R50.pyth) and downloads nothing"
+            )
+        state = _read_pytorchvideo_state(path, owner)
+        own = net.state_dict()
+        # The checkpoint's classifier (the model zoo's blocks.6 head) has no counterpart here.
+        state = {k: v for k, v in state.items() if k in own or not k.startswith("blocks.6.")}
+        wrong = [
+            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ]
+        if wrong:
+            raise ValueError(f"{owner}: weights file {path} has tensors of the wrong shape: {wrong[:3]}")
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{owner}: weights file {path} does not match the I3D R50 architecture: {len(missing)} missing keys "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+            )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [B, T, 3, H, W] in [0, 1] with T >= 2 -> features [B, 2048]."""
+        if frames.ndim == 5 and frames.shape[1] < self.MIN_FRAMES:
+            raise ValueError(
+                f"i3d_r50: a clip needs at least {self.MIN_FRAMES} frames (the stage-1 pool halves time), "
+                f"got frames of shape {tuple(frames.shape)}"
+            )
+        return super().forward(frames)
