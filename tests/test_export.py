@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,31 @@ from torch.utils.data import DataLoader, TensorDataset
 from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS as EXPRESSION_NAMES
 from stress_lightning.data.taxonomy import STRESS_LEVELS as STRESS_NAMES
 from stress_lightning.export.callback import ExportCallback
-from stress_lightning.export.onnx import OnnxParityError, check_parity, export_onnx, onnx_session
-from stress_lightning.export.tensorrt import build_tensorrt_engine, tensorrt_available
+from stress_lightning.export.onnx import (
+    FP16_ATOL,
+    FP16_RTOL,
+    OnnxParityError,
+    check_expression_parity,
+    check_onnx_parity,
+    check_parity,
+    convert_fp16,
+    export_expression_onnx,
+    export_onnx,
+    onnx_session,
+    read_spec_json,
+)
+from stress_lightning.export.tensorrt import (
+    TensorRTRunner,
+    build_engine,
+    build_tensorrt_engine,
+    build_with_trtexec,
+    check_profiles,
+    stream_profiles,
+    tensorrt_available,
+    trtexec_command,
+)
+from stress_lightning.inference.loading import onnx_spec
+from stress_lightning.inference.spec import ModelSpec
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.tracking.callbacks import MLflowRunCallback, RegistryCallback
 from stress_lightning.tracking.registry import ModelRegistry
@@ -83,6 +108,73 @@ def test_export_rejects_a_net_without_the_export_contract(tmp_path: Path) -> Non
         export_onnx(torch.nn.Linear(2, 2), clips(1), tmp_path / "x.onnx")
 
 
+def tiny_spec(**overrides) -> ModelSpec:
+    geometry = {"fps": 25.0, "roi_frames": ROI_FRAMES, "face_frames": FACE_FRAMES, "face_size": FACE_SIZE}
+    return ModelSpec(**{**geometry, "roi_size": ROI_SIZE, **overrides})
+
+
+def test_expression_graph_matches_pytorch_and_the_full_graph(tmp_path: Path) -> None:
+    net = tiny_net()
+    path = export_expression_onnx(net, clips(1)[0], tmp_path / "expression.onnx")
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["frames"]
+    assert [o.name for o in model.graph.output] == ["expression_logits", "expression_probs"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    for batch_size in (1, 3):
+        diffs = check_expression_parity(net, path, clips(batch_size, seed=batch_size)[0], atol=1e-4)
+        assert set(diffs) == {"expression_logits", "expression_probs"} and max(diffs.values()) <= 1e-4
+
+    # The stream swaps the full graph for this one on every frame: the answers must be the same.
+    full = export_onnx(net, clips(1), tmp_path / "model.onnx")
+    frames, roi = clips(2, seed=5)
+    (full_probs,) = onnx_session(full).run(["expression_probs"], {"frames": frames.numpy(), "roi": roi.numpy()})
+    (probs,) = onnx_session(path).run(["expression_probs"], {"frames": frames.numpy()})
+    np.testing.assert_allclose(probs, full_probs, atol=1e-6)
+
+    with pytest.raises(OnnxParityError, match=r"expression\.onnx: ONNX and PyTorch outputs differ.*expression_logits="):
+        check_expression_parity(tiny_net(seed=1), path, frames, atol=1e-4)
+
+
+def test_fp16_variant_is_half_precision_inside_float32_outside(tmp_path: Path) -> None:
+    net = tiny_net()
+    fp32 = export_onnx(net, clips(1), tmp_path / "model.onnx", spec_json=tiny_spec().to_json())
+    fp16 = convert_fp16(fp32, tmp_path / "model_fp16.onnx")
+    model = onnx.load(str(fp16))
+    float_type = onnx.TensorProto.FLOAT
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [float_type] * 2
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {float_type}
+    weights = [t for t in model.graph.initializer if t.dims and np.prod(t.dims) > 16]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    assert read_spec_json(fp16) == tiny_spec().to_json()  # the metadata survives the conversion
+
+    for batch_size in (1, 2):
+        inputs = clips(batch_size, seed=batch_size)
+        diffs = check_parity(net, fp16, inputs, atol=FP16_ATOL, rtol=FP16_RTOL)
+        # Really half precision: far from float32 agreement, within the FP16 bound.
+        assert max(diffs.values()) > 1e-4
+        feed = {"frames": inputs[0].numpy(), "roi": inputs[1].numpy()}
+        assert check_onnx_parity(fp32, fp16, feed).keys() == diffs.keys()
+    with pytest.raises(OnnxParityError, match="model_fp16.onnx"):
+        check_parity(net, fp16, clips(2), atol=1e-6, rtol=0.0)
+
+
+def test_spec_metadata_round_trip_and_mismatch(tmp_path: Path) -> None:
+    net = tiny_net()
+    spec = tiny_spec(expression_names=("a", "b", "c", "d", "e", "f", "g"), face_margin=0.2)
+    full = export_onnx(net, clips(1), tmp_path / "model.onnx", spec_json=spec.to_json())
+    expression = export_expression_onnx(net, clips(1)[0], tmp_path / "expression.onnx", spec_json=spec.to_json())
+    for path in (full, expression):
+        assert ModelSpec.from_json(read_spec_json(path)) == spec
+        assert onnx_spec(path) == spec  # what the stream's loader reads
+    assert read_spec_json(export_onnx(net, clips(1), tmp_path / "bare.onnx")) is None
+
+    with pytest.raises(ValueError, match="roi_frames=200 but the input has 64"):
+        export_onnx(net, clips(1), tmp_path / "x.onnx", spec_json=tiny_spec(roi_frames=200).to_json())
+    with pytest.raises(ValueError, match="face_size=64 but the input has 32"):
+        export_expression_onnx(net, clips(1)[0], tmp_path / "y.onnx", spec_json=tiny_spec(face_size=64).to_json())
+
+
 def test_tensorrt_skipped_with_a_reason_here(tmp_path: Path) -> None:
     available, reason = tensorrt_available()
     if available:
@@ -90,13 +182,103 @@ def test_tensorrt_skipped_with_a_reason_here(tmp_path: Path) -> None:
     assert "tensorrt" in reason.lower() or "cuda" in reason.lower()
     with pytest.raises(RuntimeError, match="cannot build a TensorRT engine"):
         build_tensorrt_engine(tmp_path / "missing.onnx", tmp_path / "x.engine")
+    with pytest.raises(RuntimeError, match="cannot run a TensorRT engine: " + reason[:20]):
+        TensorRTRunner(tmp_path / "x.engine")
+
+
+def test_build_engine_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    available, reason = tensorrt_available()
+    if available:
+        pytest.skip(f"TensorRT is usable here ({reason}); the missing-TensorRT path is not reachable")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec either
+    profiles = stream_profiles(FACE_FRAMES, FACE_SIZE, ROI_FRAMES, ROI_SIZE)
+    with pytest.raises(RuntimeError, match="tensorrt is not installed.*trtexec` is not on PATH"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "x.engine", profiles)
+    with pytest.raises(RuntimeError, match="`trtexec` is not on PATH"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "x.engine", profiles, builder="trtexec")
+    with pytest.raises(ValueError, match="builder must be"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "x.engine", profiles, builder="tvm")
+
+
+def test_stream_profiles_cover_batch_one_to_max() -> None:
+    profiles = stream_profiles(face_frames=8, face_size=64, roi_frames=200, roi_size=8, max_batch=4)
+    assert profiles == {
+        "frames": ((1, 8, 3, 64, 64), (1, 8, 3, 64, 64), (4, 8, 3, 64, 64)),
+        "roi": ((1, 200, 3, 8, 8), (1, 200, 3, 8, 8), (4, 200, 3, 8, 8)),
+    }
+    assert list(stream_profiles(8, 64, None, None)) == ["frames"]  # the expression graph
+    with pytest.raises(ValueError, match="opt_batch <= max_batch"):
+        stream_profiles(8, 64, 200, 8, max_batch=2, opt_batch=4)
+    with pytest.raises(ValueError, match="face_size=0"):
+        stream_profiles(8, 0, 200, 8)
+    with pytest.raises(ValueError, match=r"input_shapes\['roi'\]: need min <= opt <= max"):
+        check_profiles({"roi": ((2, 200), (1, 200), (4, 200))})
+    with pytest.raises(ValueError, match="ranks differ"):
+        check_profiles({"frames": ((1, 3), (1, 3, 3), (2, 3))})
+
+
+def test_trtexec_command_line(tmp_path: Path) -> None:
+    profiles = stream_profiles(face_frames=8, face_size=64, roi_frames=200, roi_size=8, max_batch=4)
+    command = trtexec_command("m.onnx", "m.engine", profiles, timing_cache="t.cache", workspace_bytes=1 << 30)
+    assert command == [
+        "trtexec",
+        "--onnx=m.onnx",
+        "--saveEngine=m.engine",
+        "--fp16",
+        "--timingCacheFile=t.cache",
+        "--minShapes=frames:1x8x3x64x64,roi:1x200x3x8x8",
+        "--optShapes=frames:1x8x3x64x64,roi:1x200x3x8x8",
+        "--maxShapes=frames:4x8x3x64x64,roi:4x200x3x8x8",
+        "--memPoolSize=workspace:1024M",
+        "--skipInference",
+    ]
+    plain = trtexec_command("m.onnx", "m.engine", profiles, fp16=False, workspace_bytes=None)
+    assert "--fp16" not in plain and not any(a.startswith(("--timingCacheFile", "--memPoolSize")) for a in plain)
+
+
+def _stub_trtexec(folder: Path, body: str) -> Path:
+    """A stand-in executable named trtexec (no TensorRT here): it checks what `build_with_trtexec` hands it."""
+    exe = folder / "trtexec"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+def test_build_with_trtexec_runs_the_command_and_reports_its_log(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(b"onnx")
+    profiles = stream_profiles(FACE_FRAMES, FACE_SIZE, ROI_FRAMES, ROI_SIZE)
+    # Writes the engine named by --saveEngine, and its arguments beside it.
+    ok = _stub_trtexec(
+        tmp_path,
+        'for a in "$@"; do echo "$a" >> "$(dirname "$0")/args.txt"; case "$a" in --saveEngine=*) '
+        'echo engine > "${a#--saveEngine=}";; esac; done',
+    )
+    engine = build_with_trtexec(onnx_path, tmp_path / "out" / "m.engine", profiles, trtexec=str(ok))
+    assert engine.read_text() == "engine\n"
+    assert (tmp_path / "args.txt").read_text().splitlines() == trtexec_command(
+        onnx_path, engine, profiles, trtexec=str(ok)
+    )[1:]
+
+    failing = tmp_path / "bad"
+    failing.mkdir()
+    bad = _stub_trtexec(failing, 'echo "[E] Error[4]: IShuffleLayer: reshape failed" >&2; exit 1')
+    with pytest.raises(RuntimeError, match=r"status 1 .*no engine written.*\n.*IShuffleLayer: reshape failed"):
+        build_with_trtexec(onnx_path, tmp_path / "x.engine", profiles, trtexec=str(bad))
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        build_with_trtexec(tmp_path / "nope.onnx", tmp_path / "x.engine", profiles, trtexec=str(ok))
+    assert os.access(ok, os.X_OK)
 
 
 class _TinyStressModule(LightningModule):
     """The LightningModule side of the callback contract, on random labelled clips."""
 
-    def __init__(self, stress_f1: float) -> None:
+    def __init__(self, stress_f1: float, roi_frames: int = ROI_FRAMES) -> None:
         super().__init__()
+        # The geometry the model spec (ONNX metadata) is built from, as MultiTaskStressModule saves it.
+        self.save_hyperparameters(
+            {"fps": 25.0, "roi_frames": roi_frames, "face_frames": FACE_FRAMES, "face_size": FACE_SIZE, "roi_size": 8}
+        )
         self.net = tiny_net()
         self.expression_names = list(EXPRESSION_NAMES)
         self.stress_names = list(STRESS_NAMES)
@@ -150,8 +332,15 @@ def test_callbacks_export_register_and_tag_the_run(tmp_path: Path) -> None:
     assert tags["export.tensorrt.reason"]
     assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
     assert 0.0 <= run.data.metrics["export/onnx_max_abs_diff"] <= 1e-3
+    assert 0.0 <= run.data.metrics["export/expression_onnx_max_abs_diff"] <= 1e-3
+    assert tags["export.fp16.status"] == "ok", tags.get("export.fp16.reason")
+    assert 1e-6 < run.data.metrics["export/onnx_fp16_max_abs_diff"] <= FP16_ATOL + FP16_RTOL * 200
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
-    assert "export/model.onnx" in artifacts
+    assert {"export/model.onnx", "export/expression.onnx", "export/model_fp16.onnx"} <= artifacts
+    local = Path(client.download_artifacts(run.info.run_id, "export", str(tmp_path / "dl")))
+    expected_spec = tiny_spec()
+    for name in ("model.onnx", "expression.onnx", "model_fp16.onnx"):
+        assert onnx_spec(local / name) == expected_spec
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {f"plots/test_{n}.png" for n in ("expression_confusion", "stress_confusion", "hr_trace")} <= plots
     assert "plots/test_hr_bland_altman.png" in plots
@@ -175,3 +364,23 @@ def test_callbacks_without_mlflow_logger_only_warn(tmp_path: Path) -> None:
     )
     with pytest.warns(UserWarning, match="no MLFlowLogger"):
         trainer.test(_TinyStressModule(stress_f1=0.5), dataloaders=_test_loader())
+
+
+def test_callback_records_a_spec_that_does_not_fit_the_net(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store'}/mlflow.db"
+    logger = StressMLFlowLogger(experiment_name="export-test", tracking_uri=uri, run_name="bad-spec")
+    trainer = Trainer(
+        logger=logger,
+        callbacks=[ExportCallback(tensorrt=False)],
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    # The hyperparameters claim 200 ROI frames, the net takes 64: the ONNX file would mislead the stream.
+    with pytest.warns(UserWarning, match="onnx export failed"):
+        trainer.test(_TinyStressModule(stress_f1=0.5, roi_frames=200), dataloaders=_test_loader())
+    tags = MlflowClient(uri).get_run(logger.run_id).data.tags
+    assert tags["export.onnx.status"] == "failed"
+    assert "roi_frames=200 but the input has 64" in tags["export.onnx.reason"]
+    assert tags["export.fp16.status"] == tags["export.tensorrt.status"] == "skipped"
