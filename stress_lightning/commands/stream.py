@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -60,12 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"heart rate from the learned rPPG stream (model) or a classic method (default: {DEFAULT_HR_METHOD})",
     )
     parser.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"), help="(default: auto)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads of the network")
+    # Half the cores: the decoder and Face Mesh need the rest, and PyTorch's OpenMP threads stalled the stream
+    # (0.6 frames/s) when they had to wait for a busy core (benchmarks/results/stream.md).
+    default_threads = max(1, (os.cpu_count() or 2) // 2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads,
+        metavar="N",
+        help=f"CPU threads of the network (default: half the cores, {default_threads})",
+    )
     parser.add_argument("--update-every", type=float, default=1.0, metavar="S", help="HR/HRV/stress update (s)")
     parser.add_argument("--hr-window", type=float, default=None, metavar="S", help="HR window (default: 10 s classic)")
     parser.add_argument("--expression-every", type=int, default=1, metavar="N", help="expression every N frames")
     parser.add_argument("--detect-every", type=int, default=None, metavar="N", help="re-detection interval (frames)")
-    parser.add_argument("--max-faces", type=int, default=2, metavar="N", help="faces tracked at once (largest used)")
+    parser.add_argument(
+        "--max-faces",
+        type=int,
+        default=2,
+        metavar="N",
+        help="faces tracked at once, the largest used (default 2: a second face is noticed; 1 saves ~2 ms a frame)",
+    )
     parser.add_argument("--max-seconds", type=float, default=None, metavar="S", help="stop after S seconds of video")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or live line")
     return parser

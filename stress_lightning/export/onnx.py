@@ -269,13 +269,18 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
 
 
 # -- running and comparing --------------------------------------------------------------------------------------
-def onnx_session(onnx_path: str | Path, intra_op_threads: int | None = None):  # -> ort.InferenceSession
-    """An onnxruntime CPU session on the exported file."""
+def onnx_session(
+    onnx_path: str | Path, intra_op_threads: int | None = None, spinning: bool = True
+):  # -> ort.InferenceSession
+    """An onnxruntime CPU session on the exported file. `spinning=False` lets idle worker threads sleep instead of
+    busy-waiting: what a process that shares its cores with a decoder and a face tracker needs (the stream)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 

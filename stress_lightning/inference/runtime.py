@@ -71,8 +71,12 @@ class OnnxRunner:
     ) -> None:
         from stress_lightning.export.onnx import onnx_session
 
-        self.session = onnx_session(onnx_path, threads)
-        self.expression_session = onnx_session(expression_path, threads) if expression_path is not None else None
+        # No spinning: on 2 cores ORT's busy-waiting threads took the cores from PyAV and Face Mesh, and the default
+        # model ran at 31 frames/s instead of 64 (benchmarks/results/stream.md, onnx:2 vs onnx:2:nospin).
+        self.session = onnx_session(onnx_path, threads, spinning=False)
+        self.expression_session = (
+            onnx_session(expression_path, threads, spinning=False) if expression_path is not None else None
+        )
         self.outputs = [o.name for o in self.session.get_outputs()]
         missing = [n for n in ("expression_probs", "hr_bpm", "stress_probs") if n not in self.outputs]
         if missing:
