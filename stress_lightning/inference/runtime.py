@@ -17,17 +17,6 @@ import torch
 from stress_lightning.inference.loading import LoadedModel
 
 Backend = Literal["auto", "onnx", "torch"]
-OUTPUT_NAMES = (
-    "expression_logits",
-    "expression_probs",
-    "pulse",
-    "pulse_spectrum",
-    "hr_bpm",
-    "rmssd_ms",
-    "lf_hf_ratio",
-    "stress_logits",
-    "stress_probs",
-)
 
 
 class Runner(Protocol):

@@ -28,16 +28,45 @@ def _looks_like_path(weights: str) -> bool:
     return Path(weights).suffix in {".pth", ".pt"} or os.sep in weights or Path(weights).exists()
 
 
-def _load_state_dict_file(path: Path, owner: str) -> Mapping[str, torch.Tensor]:
+def load_state_dict_file(path: Path, owner: str, wrapper_key: str | None = None) -> Mapping[str, torch.Tensor]:
+    """A tensor state dict from `path` (unwrapped from `wrapper_key` when the file is a checkpoint holding one
+    there, as pytorchvideo's model-zoo `.pyth` files do under "model_state")."""
     if not path.is_file():
         raise FileNotFoundError(f"{owner}: weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise ValueError(f"{owner}: cannot read weights file {path} as a tensor state dict: {err}") from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{owner}: weights file {path} does not hold a state dict (name -> tensor mapping)")
+    if wrapper_key is not None and isinstance(state, Mapping) and isinstance(state.get(wrapper_key), Mapping):
+        state = state[wrapper_key]
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        wrapped = f' nor a checkpoint with one under "{wrapper_key}"' if wrapper_key else ""
+        raise ValueError(f"{owner}: weights file {path} holds neither a state dict (name -> tensor){wrapped}")
     return state
+
+
+def load_backbone_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, owner: str, head_prefix: str, what: str = ""
+) -> None:
+    """Load a backbone's weights from a file's state dict, its classifier (`head_prefix`) left out; wrong shapes,
+    missing or unexpected keys are errors naming the file (`what` names the architecture in the message)."""
+    backbone_state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
+    own = model.state_dict()
+    wrong = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in backbone_state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    if wrong:
+        raise ValueError(f"{owner}: weights file {path} has tensors of the wrong shape: {wrong[:3]}")
+    missing, unexpected = model.load_state_dict(backbone_state, strict=False)
+    missing = [k for k in missing if not k.startswith(head_prefix)]
+    if missing or unexpected:
+        raise ValueError(
+            f"{owner}: weights file {path} does not match the {what or 'architecture'}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
+            f"(e.g. {unexpected[:3]})"
+        )
 
 
 def build_torchvision_model(
@@ -70,25 +99,9 @@ def build_torchvision_model(
             "nor a path to a local .pth/.pt state dict"
         )
     path = Path(weights).expanduser()
-    state = _load_state_dict_file(path, owner)
+    state = load_state_dict_file(path, owner)
     model = builder(weights=None)
-    backbone_state = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
-    own = model.state_dict()
-    wrong = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in backbone_state.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    if wrong:
-        raise ValueError(f"{owner}: weights file {path} has tensors of the wrong shape: {wrong[:3]}")
-    missing, unexpected = model.load_state_dict(backbone_state, strict=False)
-    missing = [k for k in missing if not k.startswith(head_prefix)]
-    if missing or unexpected:
-        raise ValueError(
-            f"{owner}: weights file {path} does not match the architecture: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
-            f"(e.g. {unexpected[:3]})"
-        )
+    load_backbone_state(model, state, path, owner, head_prefix)
     return model
 
 

@@ -7,16 +7,21 @@ None or a path to a local state dict (it never downloads).
 
 from __future__ import annotations
 
-import pickle
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from stress_lightning.models.backbones.spatial import IMAGENET_MEAN, IMAGENET_STD, build_torchvision_model
+from stress_lightning.models.backbones.spatial import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_torchvision_model,
+    load_backbone_state,
+    load_state_dict_file,
+)
 from stress_lightning.models.registry import TEMPORAL_BACKBONES
 
 # Statistics torchvision's Kinetics-400 video models were trained with.
@@ -94,25 +99,6 @@ class R3D18(TemporalBackbone):
         self.out_dim = 512
 
 
-def _read_pytorchvideo_state(path: Path, owner: str) -> dict[str, torch.Tensor]:
-    """A tensor state dict from `path`: a plain state dict, or a pytorchvideo/PySlowFast checkpoint that wraps
-    one under "model_state" (the form of the model-zoo `.pyth` files)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{owner}: weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ValueError(f"{owner}: cannot read weights file {path} as a tensor state dict: {err}") from err
-    if isinstance(state, Mapping) and isinstance(state.get("model_state"), Mapping):
-        state = state["model_state"]
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{owner}: weights file {path} holds neither a state dict (name -> tensor) nor a checkpoint with one "
-            'under "model_state"'
-        )
-    return dict(state)
-
-
 @TEMPORAL_BACKBONES.register("i3d_r50")
 class I3DR50(TemporalBackbone):
     """pytorchvideo's I3D ResNet-50 (the `I3D_8x8_R50` Kinetics-400 architecture) without its classifier.
@@ -162,23 +148,9 @@ class I3DR50(TemporalBackbone):
                 f"{owner}: weights {weights!r} is not a file; i3d_r50 takes a local state dict path (the Kinetics "
                 "weights are pytorchvideo's I3D_8x8_R50.pyth) and downloads nothing"
             )
-        state = _read_pytorchvideo_state(path, owner)
-        own = net.state_dict()
+        state = load_state_dict_file(path, owner, wrapper_key="model_state")
         # The checkpoint's classifier (the model zoo's blocks.6 head) has no counterpart here.
-        state = {k: v for k, v in state.items() if k in own or not k.startswith("blocks.6.")}
-        wrong = [
-            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in state.items()
-            if k in own and own[k].shape != v.shape
-        ]
-        if wrong:
-            raise ValueError(f"{owner}: weights file {path} has tensors of the wrong shape: {wrong[:3]}")
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{owner}: weights file {path} does not match the I3D R50 architecture: {len(missing)} missing keys "
-                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-            )
+        load_backbone_state(net, state, path, owner, head_prefix="blocks.6.", what="I3D R50 architecture")
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B, T, 3, H, W] in [0, 1] with T >= 2 -> features [B, 2048]."""
