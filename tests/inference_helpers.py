@@ -21,7 +21,6 @@ from stress_lightning.data.video import iter_timed_frames
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACE_VIDEO = SHARED_DATA / "faces" / "posed" / "single_face.mp4"
-SYNTHETIC_ROOT = Path(__file__).resolve().parents[1] / "data" / "synthetic"
 
 FPS = 25.0
 ROI_FRAMES = 100  # a 4 s pulse window at 25 fps
