@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 # Keep the two cores for the work itself rather than for oversubscribed BLAS threads.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv fit fit-faces fit-mixed bench-swell test test-slow lint ui bench clean
+.PHONY: venv fit fit-faces fit-mixed bench-swell bench-stream test test-slow lint ui bench clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ fit-mixed: $(STAMP)
 # SWELL-KW stress leave-subject-out with the package's stress head (benchmarks/results/swell_kw.md).
 bench-swell: $(STAMP)
 	$(BIN)/python benchmarks/bench_swell_kw.py --out benchmarks/results/swell_kw.md
+
+# The stream: speed by stage and memory over 10 minutes (~25 min), then its heart rate against the ECG of the
+# synthetic test sessions (needs `make fit`'s corpus and registered champion).
+bench-stream: $(STAMP)
+	$(BIN)/python benchmarks/bench_stream.py
+	$(BIN)/python benchmarks/bench_stream_hr.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -109,11 +109,18 @@ class StressModel:
         hr_method: str = DEFAULT_HR_METHOD,
         update_every_s: float = 1.0,
         hr_window_s: float | None = None,
+        expression_every: int = 1,
     ) -> pd.DataFrame:
         """One row per window of `video`: `t_start_s`, `t_end_s`, `expression` and `expression_prob_<name>` (mean
         over the window), `hr_bpm`, `hr_method`, `rmssd_ms`, `lf_hf_ratio`, `stress_level`, `stress_prob_<name>`,
-        `quality` (0-1), `snr_db`, `face_fraction`. A video without any face gives an empty table and a warning."""
-        settings = StreamSettings(hr_method=hr_method, update_every_s=update_every_s, hr_window_s=hr_window_s)
+        `quality` (0-1), `snr_db`, `face_fraction`. A video without any face gives an empty table and a warning.
+        `expression_every` > 1 runs the per-frame expression streams on every Nth frame only (faster)."""
+        settings = StreamSettings(
+            hr_method=hr_method,
+            update_every_s=update_every_s,
+            hr_window_s=hr_window_s,
+            expression_every=expression_every,
+        )
         source = as_source(video, fps)
         engine = self.engine(settings, keep_windows=True)
         try:
