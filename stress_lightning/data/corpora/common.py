@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from stress_lightning.data.corpora.base import Corpus, OnError
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import ExpressionEvent, ExpressionTimeline
 from stress_lightning.data.tables import read_csv_checked
@@ -42,6 +43,26 @@ def check_cardiac_choice(value: str, corpus: str) -> CardiacChoice:
 
 
 # -- fixed actor splits ---------------------------------------------------------------------------------------
+class OximeterCorpus(Corpus):
+    """Base of the rPPG corpora that split by subject and carry a pulse oximeter (UBFC-rPPG, PURE): the options
+    `split_fractions`, `seed` and `cardiac` ("ppg" or "hr": which oximeter signal is the ground truth)."""
+
+    def __init__(
+        self,
+        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+        seed: int = 0,
+        cardiac: CardiacChoice = "ppg",
+        on_error: OnError = "fail",
+    ) -> None:
+        super().__init__(on_error)
+        self.split_fractions = check_split_fractions(split_fractions, self.name)
+        self.seed = int(seed)
+        self.cardiac = check_cardiac_choice(cardiac, self.name)
+
+    def options(self) -> dict:
+        return {"split_fractions": list(self.split_fractions), "seed": self.seed, "cardiac": self.cardiac}
+
+
 def actor_number(actor: str | int) -> int:
     try:
         return int(actor)

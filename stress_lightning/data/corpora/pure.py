@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, split_subjects
+from stress_lightning.data.corpora.base import CORPORA, split_subjects
 from stress_lightning.data.corpora.common import (
-    CardiacChoice,
-    check_cardiac_choice,
-    check_split_fractions,
+    OximeterCorpus,
     session_folders,
     strictly_increasing,
 )
@@ -100,7 +97,7 @@ def _is_session(folder: Path) -> bool:
 
 
 @CORPORA.register("pure")
-class PureCorpus(Corpus):
+class PureCorpus(OximeterCorpus):
     """PURE: 60 one-minute PNG sequences (10 subjects x 6 setups) with a finger pulse oximeter (CMS50E, ~60 Hz).
 
     Layout: a folder per session `NN-MM` (subject NN 01-10, setup MM 01-06: steady, talking, slow translation,
@@ -133,21 +130,6 @@ class PureCorpus(Corpus):
     name = "pure"
     layout = "NN-MM/Image<ns>.png (or NN-MM/NN-MM/Image<ns>.png) + NN-MM.json (next to or inside NN-MM/)"
     url = "https://www.tu-ilmenau.de/en/neurob/data-sets-code/pulse-rate-detection-dataset-pure"
-
-    def __init__(
-        self,
-        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
-        seed: int = 0,
-        cardiac: CardiacChoice = "ppg",
-        on_error: OnError = "fail",
-    ) -> None:
-        super().__init__(on_error)
-        self.split_fractions = check_split_fractions(split_fractions, self.name)
-        self.seed = int(seed)
-        self.cardiac = check_cardiac_choice(cardiac, self.name)
-
-    def options(self) -> dict:
-        return {"split_fractions": list(self.split_fractions), "seed": self.seed, "cardiac": self.cardiac}
 
     def read(self, root: Path) -> list[Item]:
         folders = session_folders(root, _is_session, max_depth=2)

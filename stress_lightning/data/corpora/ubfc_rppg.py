@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked, split_subjects
+from stress_lightning.data.corpora.base import CORPORA, read_csv_checked, split_subjects
 from stress_lightning.data.corpora.common import (
-    CardiacChoice,
-    check_cardiac_choice,
-    check_split_fractions,
+    OximeterCorpus,
     is_number,
     session_folders,
     strictly_increasing,
@@ -114,7 +111,7 @@ def _checked(path: Path, gt: UbfcGroundTruth) -> UbfcGroundTruth:
 
 
 @CORPORA.register("ubfc_rppg")
-class UbfcRppgCorpus(Corpus):
+class UbfcRppgCorpus(OximeterCorpus):
     """UBFC-rPPG: one video per session with the PPG of a finger pulse oximeter (CMS50E) recorded alongside.
 
     Layout (the release's two parts; root may be a part's folder itself or hold `DATASET_1/` and `DATASET_2/`,
@@ -153,21 +150,6 @@ class UbfcRppgCorpus(Corpus):
     name = "ubfc_rppg"
     layout = "subjectN/vid.avi + subjectN/ground_truth.txt (DATASET_2); <name>/vid.avi + <name>/gtdump.xmp (DATASET_1)"
     url = "https://sites.google.com/view/ybenezeth/ubfcrppg"
-
-    def __init__(
-        self,
-        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
-        seed: int = 0,
-        cardiac: CardiacChoice = "ppg",
-        on_error: OnError = "fail",
-    ) -> None:
-        super().__init__(on_error)
-        self.split_fractions = check_split_fractions(split_fractions, self.name)
-        self.seed = int(seed)
-        self.cardiac = check_cardiac_choice(cardiac, self.name)
-
-    def options(self) -> dict:
-        return {"split_fractions": list(self.split_fractions), "seed": self.seed, "cardiac": self.cardiac}
 
     def read(self, root: Path) -> list[Item]:
         folders = session_folders(root, _is_session, MAX_DEPTH)
