@@ -141,6 +141,7 @@ def load_registered(uri: str):
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    from stress_lightning.inference.loading import ModelLoadError
     from stress_lightning.models.module import MultiTaskStressModule
     from stress_lightning.tracking.pyfunc import StressMultitaskModel
     from stress_lightning.tracking.store import resolve_tracking_uri, use_tracking_uri
@@ -159,13 +160,11 @@ def load_registered(uri: str):
         loader = StressMultitaskModel()
         try:
             loader.load_context(SimpleNamespace(artifacts=artifacts))
-        except (KeyError, ValueError, TypeError, OSError) as exc:
+        except (ModelLoadError, KeyError, ValueError, TypeError, OSError) as exc:
             raise CommandError(f"{uri}: not a stress-lightning model: {exc}") from exc
         if "spec" in artifacts:
             # Models registered with their spec (inference.spec.ModelSpec) carry the geometry there.
-            from stress_lightning.inference.spec import ModelSpec
-
-            spec = ModelSpec.from_json(Path(artifacts["spec"]).read_text(), artifacts["spec"])
+            spec = loader.spec
             geometry = RegisteredGeometry(spec.face_frames, spec.face_size, spec.roi_size)
         else:
             geometry = _geometry_from_signature(meta, local)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -144,20 +145,23 @@ def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path]:
     return {name: model_dir / entry["path"] for name, entry in artifacts.items() if "path" in entry}
 
 
-def _load_mlflow_dir(model_dir: Path, source: str, prefer: Prefer) -> LoadedModel:
+def load_from_artifacts(artifacts: Mapping[str, Path], source: str, prefer: Prefer = "auto") -> LoadedModel:
+    """A model from the registered model's artifact files by name (`tracking.pyfunc`'s `net_config`,
+    `state_dict`, `labels`, and where present `spec`, `onnx`, `expression_onnx`): what `resolve_model` reads from an
+    MLflow folder and what the pyfunc flavour hands `load_context`."""
     from stress_lightning.tracking import pyfunc
 
-    artifacts = _pyfunc_artifacts(model_dir)
     needed = (pyfunc.NET_CONFIG_ARTIFACT, pyfunc.STATE_DICT_ARTIFACT, pyfunc.LABELS_ARTIFACT)
     missing = [k for k in needed if k not in artifacts]
     if missing:
         raise ModelLoadError(f"{source}: the MLflow model lacks artifacts {missing}; is it a stress-lightning model?")
-    labels = json.loads(artifacts[pyfunc.LABELS_ARTIFACT].read_text())
+    labels = json.loads(Path(artifacts[pyfunc.LABELS_ARTIFACT]).read_text())
+    net_config = json.loads(Path(artifacts[pyfunc.NET_CONFIG_ARTIFACT]).read_text())
     if pyfunc.SPEC_ARTIFACT in artifacts:
-        spec = ModelSpec.from_json(artifacts[pyfunc.SPEC_ARTIFACT].read_text(), source)
+        spec = ModelSpec.from_json(Path(artifacts[pyfunc.SPEC_ARTIFACT]).read_text(), source)
     else:
         # Registered before specs were stored: the geometry is in the net config, the face pipeline at defaults.
-        config = json.loads(artifacts[pyfunc.NET_CONFIG_ARTIFACT].read_text()).get("config", {})
+        config = net_config.get("config", {})
         spec = ModelSpec(
             fps=float(config.get("fps", 25.0)),
             roi_frames=int(config.get("roi_frames", 200)),
@@ -169,8 +173,18 @@ def _load_mlflow_dir(model_dir: Path, source: str, prefer: Prefer) -> LoadedMode
     net = None
     if prefer != "onnx" or onnx_path is None:
         state = torch.load(artifacts[pyfunc.STATE_DICT_ARTIFACT], map_location="cpu", weights_only=True)
-        net = _net_from_config(json.loads(artifacts[pyfunc.NET_CONFIG_ARTIFACT].read_text()), state, source)
-    return LoadedModel(spec=spec, source=source, net=net, onnx_path=onnx_path, expression_onnx_path=expression_path)
+        net = _net_from_config(net_config, state, source)
+    return LoadedModel(
+        spec=spec,
+        source=source,
+        net=net,
+        onnx_path=Path(onnx_path) if onnx_path else None,
+        expression_onnx_path=Path(expression_path) if expression_path else None,
+    )
+
+
+def _load_mlflow_dir(model_dir: Path, source: str, prefer: Prefer) -> LoadedModel:
+    return load_from_artifacts(_pyfunc_artifacts(model_dir), source, prefer)
 
 
 def _download(uri: str, tracking_uri: str | None) -> Path:

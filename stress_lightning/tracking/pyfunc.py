@@ -128,42 +128,13 @@ class StressMultitaskModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from stress_lightning.inference.api import StressModel
-        from stress_lightning.inference.loading import LoadedModel
-        from stress_lightning.inference.spec import ModelSpec
+        from stress_lightning.inference.loading import load_from_artifacts
 
-        artifacts = context.artifacts
-        for key in (NET_CONFIG_ARTIFACT, STATE_DICT_ARTIFACT, LABELS_ARTIFACT):
-            if key not in artifacts:
-                raise KeyError(f"pyfunc model artifacts lack {key!r} (have {sorted(artifacts)})")
-        spec_json = json.loads(Path(artifacts[NET_CONFIG_ARTIFACT]).read_text())
-        if "net_class" not in spec_json or "config" not in spec_json:
-            raise KeyError(f"{artifacts[NET_CONFIG_ARTIFACT]}: needs keys 'net_class' and 'config'")
-        net_cls = import_net_class(spec_json["net_class"])
-        net = net_cls.from_config(spec_json["config"])
-        state = torch.load(artifacts[STATE_DICT_ARTIFACT], map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        self.net = net.eval()
-        self.expression_names, self.stress_names = _names_from(json.loads(Path(artifacts[LABELS_ARTIFACT]).read_text()))
-        if SPEC_ARTIFACT in artifacts:
-            spec = ModelSpec.from_json(Path(artifacts[SPEC_ARTIFACT]).read_text(), artifacts[SPEC_ARTIFACT])
-        else:  # registered before specs were stored: geometry from the net config, the face pipeline at defaults
-            config = spec_json["config"]
-            spec = ModelSpec(
-                fps=float(config.get("fps", 25.0)),
-                roi_frames=int(config.get("roi_frames", 200)),
-                expression_names=tuple(self.expression_names),
-                stress_names=tuple(self.stress_names),
-            )
-        self.spec = spec
-        onnx_path = artifacts.get(ONNX_ARTIFACT)
-        expression_path = artifacts.get(EXPRESSION_ONNX_ARTIFACT)
-        loaded = LoadedModel(
-            spec=spec,
-            source="pyfunc",
-            net=self.net,
-            onnx_path=Path(onnx_path) if onnx_path else None,
-            expression_onnx_path=Path(expression_path) if expression_path else None,
-        )
+        # The PyTorch net is always rebuilt: preprocessed clips run on it; videos run on ONNX where it is present.
+        loaded = load_from_artifacts({k: Path(v) for k, v in context.artifacts.items()}, "pyfunc model", "torch")
+        self.net = loaded.net
+        self.spec = loaded.spec
+        self.expression_names, self.stress_names = list(loaded.spec.expression_names), list(loaded.spec.stress_names)
         self._videos = StressModel(loaded)
 
     def predict(
