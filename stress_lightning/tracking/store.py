@@ -99,12 +99,23 @@ def use_tracking_uri(uri: str | None) -> Iterator[None]:
     if uri is None:
         yield
         return
-    previous = mlflow.get_tracking_uri()
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # Restore exactly what was there: the URI set in this process (None when nobody set one) and the environment
+    # variable. Restoring `mlflow.get_tracking_uri()` instead would pin MLflow's default (sqlite:///mlflow.db)
+    # globally and into $MLFLOW_TRACKING_URI, and every later store lookup of the process would go there. MLflow
+    # has no public getter that tells "unset" from its default, hence the module attribute.
+    previous = tracking_utils._tracking_uri
+    previous_env = os.environ.get(TRACKING_URI_ENV)
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = previous_env
 
 
 def ensure_experiment(
