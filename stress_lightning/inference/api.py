@@ -132,6 +132,12 @@ class StressModel:
             warnings.warn(f"{source.name}: no face found in any of its {engine.frames_seen} frames", stacklevel=2)
         elif not engine.frames_seen:
             warnings.warn(f"{source.name}: no frames", stacklevel=2)
+        elif not engine.windows:
+            warnings.warn(
+                f"{source.name}: {engine.grid.emitted / self.spec.fps:.1f} s of video gave no window: stress needs "
+                f"{self.spec.window_s:g} s with a face, heart rate {engine.hr_window_s:g} s",
+                stacklevel=2,
+            )
         return windows_table(engine.windows, self.spec, hr_method)
 
     def predict_clips(self, frames: np.ndarray, roi: np.ndarray) -> pd.DataFrame:
