@@ -20,6 +20,7 @@ from stress_lightning.data.taxonomy import STRESS_LEVELS as STRESS_NAMES
 from stress_lightning.export.callback import ExportCallback
 from stress_lightning.export.onnx import (
     FP16_ATOL,
+    FP16_GATED_OUTPUTS,
     FP16_RTOL,
     OnnxParityError,
     check_expression_parity,
@@ -331,12 +332,41 @@ def test_callbacks_export_register_and_tag_the_run(tmp_path: Path) -> None:
     assert tags["export.tensorrt.status"] == ("ok" if tensorrt_available()[0] else "skipped")
     assert tags["export.tensorrt.reason"]
     assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
-    assert 0.0 <= run.data.metrics["export/onnx_max_abs_diff"] <= 1e-3
-    assert 0.0 <= run.data.metrics["export/expression_onnx_max_abs_diff"] <= 1e-3
     assert tags["export.fp16.status"] == "ok", tags.get("export.fp16.reason")
-    assert 1e-6 < run.data.metrics["export/onnx_fp16_max_abs_diff"] <= FP16_ATOL + FP16_RTOL * 200
+    assert 1e-6 < float(tags["export.fp16.max_abs_diff"]) <= FP16_ATOL + FP16_RTOL * 200
+    # One parity metric (worst FP32 output of both graphs); per-output parity lives in the table, not in charts.
+    export_metrics = {k for k in run.data.metrics if k.startswith("export")}
+    timing = {f"export/tensorrt_{k}" for k in ("p50_ms", "p99_ms", "fps")} if tensorrt_available()[0] else set()
+    assert export_metrics == {"export/onnx_max_abs_diff"} | timing
+    assert 0.0 <= run.data.metrics["export/onnx_max_abs_diff"] <= 1e-3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
-    assert {"export/model.onnx", "export/expression.onnx", "export/model_fp16.onnx"} <= artifacts
+    assert {"export/model.onnx", "export/expression.onnx", "export/model_fp16.onnx", "export/parity.json"} <= artifacts
+    assert {"path": "export/parity.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
+    table = client.load_table(run.info.experiment_id, "export/parity.json", run_ids=[run.info.run_id])
+    assert not table.duplicated(["graph", "precision", "output"]).any()
+    expected = {
+        ("model", "fp32"): list(MultiTaskNet.OUTPUT_NAMES),
+        ("expression", "fp32"): ["expression_logits", "expression_probs"],
+        ("model", "fp16"): list(MultiTaskNet.OUTPUT_NAMES),
+    }
+    if tensorrt_available()[0]:
+        expected[("model", "tensorrt-fp16")] = list(MultiTaskNet.OUTPUT_NAMES)
+    assert {k: list(g["output"]) for k, g in table.groupby(["graph", "precision"], sort=False)} == expected
+    assert np.isfinite(table[["max_abs_diff", "tolerance"]].to_numpy(float)).all()
+    assert (table["global_step"] == 0).all()
+    fp32 = table[table["precision"] == "fp32"]
+    assert fp32["enforced"].all() and fp32["gates_promotion"].all() and not table["gates_promotion"].all()
+    # log_table writes 10 decimal places (pandas' to_json default): far finer than any tolerance here.
+    assert fp32["max_abs_diff"].max() == pytest.approx(run.data.metrics["export/onnx_max_abs_diff"], abs=1e-10)
+    enforced = table[table["enforced"]]
+    assert enforced["passed"].all() and (enforced["max_abs_diff"] <= enforced["tolerance"]).all()
+    fp16 = table[table["precision"] == "fp16"]
+    assert set(fp16.loc[fp16["enforced"], "output"]) == set(FP16_GATED_OUTPUTS)
+    fp16_worst = fp16.loc[fp16["enforced"], "max_abs_diff"].max()
+    assert fp16_worst == pytest.approx(float(tags["export.fp16.max_abs_diff"]), rel=1e-5, abs=1e-9)
+    # The bound scales with the reference output: hr_bpm (~60-200) gets a looser one than a probability.
+    by_output = fp32.set_index("output")["tolerance"]
+    assert by_output["hr_bpm"] > by_output["stress_probs"] >= 1e-3
     local = Path(client.download_artifacts(run.info.run_id, "export", str(tmp_path / "dl")))
     expected_spec = tiny_spec()
     for name in ("model.onnx", "expression.onnx", "model_fp16.onnx"):
