@@ -14,9 +14,11 @@ Contract with the LightningModule (`stress_lightning.models.module`):
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -25,6 +27,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
 
 from stress_lightning.tracking.params import provenance_tags
 from stress_lightning.tracking.plots import confusion_counts, confusion_matrix_figure, hr_trace_figure
@@ -37,6 +46,8 @@ from stress_lightning.tracking.registry import (
     DEFAULT_MODEL_NAME,
     ModelRegistry,
 )
+from stress_lightning.tracking.resume import CHECKPOINT_RUN_KEY
+from stress_lightning.tracking.store import display_uri
 
 PLOTS_DIR = "plots"
 EXPORTED_ONNX = {"onnx": "export/model.onnx", "expression_onnx": "export/expression.onnx"}
@@ -81,11 +92,81 @@ class RunAwareCallback(Callback):
         return logger.experiment, logger.run_id
 
 
+# Trainer stage -> (MLflow dataset context, corpus split) pairs it reads.
+DATASET_CONTEXTS: dict[str, tuple[tuple[str, str], ...]] = {
+    TrainerFn.FITTING: (("training", "train"), ("validation", "val")),
+    TrainerFn.VALIDATING: (("validation", "val"),),
+    TrainerFn.TESTING: (("testing", "test"),),
+}
+
+
+def _corpus_source(name: str, module: Any) -> DatasetSource:
+    root = getattr(module, "root", None)
+    if root is None:
+        # A datamodule that does not say where its corpus lives: name it, no location.
+        return CodeDatasetSource({"corpus": name})
+    # The local folder the corpus was read from (or generated into); nothing is copied or loaded.
+    return get_dataset_source_from_json(json.dumps({"uri": str(Path(root).resolve())}), source_type="local")
+
+
+def _served_splits(module: Any) -> set[str] | None:
+    # After datamodule.setup, `datasets` holds the splits that yielded samples; None: unknown, assume every split.
+    datasets = getattr(module, "datasets", None)
+    return set(datasets) if isinstance(datasets, Mapping) and datasets else None
+
+
+def corpus_dataset_inputs(datamodule: Any, stage: str) -> list[DatasetInput]:
+    """The corpora a trainer stage reads, as MLflow dataset inputs (metadata only, nothing materialised).
+
+    One input per (corpus, split) the stage reads: name `<corpus>/<split>` (the run's corpus name: `corpus_names`
+    of a single-corpus datamodule, the keys of `fingerprints` of a multi-corpus one), digest the corpus fingerprint
+    cut to MLflow's 36 characters (a prefix of the `data.fingerprint[.<corpus>]` tag; the full one is in the
+    profile), input tag `mlflow.data.context` = training | validation | testing. The split is in the name because
+    MLflow keeps one input per (name, digest) and run: a second context for the same dataset would be dropped.
+    A corpus whose module reports no samples for a split (a corpus that only serves evaluation) gets no input for
+    it. Empty when the datamodule has no fingerprint or the stage reads no corpus split."""
+    contexts = DATASET_CONTEXTS.get(stage, ())
+    if datamodule is None or not contexts:
+        return []
+    fingerprints = getattr(datamodule, "fingerprints", None)
+    if fingerprints:
+        modules = getattr(datamodule, "modules", None) or {}
+        corpora = [(name, str(fp), modules.get(name)) for name, fp in fingerprints.items()]
+    else:
+        fingerprint = getattr(datamodule, "fingerprint", None)
+        if fingerprint is None:
+            return []
+        names = list(getattr(datamodule, "corpus_names", None) or [getattr(datamodule, "corpus", None) or "corpus"])
+        corpora = [(names[0], str(fingerprint), datamodule)]
+    inputs = []
+    for name, fingerprint, module in corpora:
+        source = _corpus_source(name, module)
+        served = _served_splits(module)
+        for context, split in contexts:
+            if served is not None and split not in served:
+                continue
+            meta = MetaDataset(source, name=f"{name}/{split}", digest=fingerprint[:MAX_DATASET_DIGEST_SIZE]).to_dict()
+            profile = {"fingerprint": fingerprint, "corpus": getattr(module, "corpus", name), "split": split}
+            dataset = Dataset(
+                name=meta["name"],
+                digest=meta["digest"],
+                source_type=meta["source_type"],
+                source=meta["source"],
+                profile=json.dumps(profile),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return inputs
+
+
 class MLflowRunCallback(RunAwareCallback):
-    """Run provenance tags at fit/validate/test start; confusion matrices and HR plots after evaluation.
+    """Run provenance tags and dataset inputs at fit/validate/test start; confusion matrices and HR plots after
+    evaluation.
 
     Tags: `git.commit`, `git.dirty`, `data.fingerprint` (from `trainer.datamodule.fingerprint` when present) and,
     for a multi-corpus run, `data.fingerprint.<corpus>` (from `trainer.datamodule.fingerprints`).
+    Dataset inputs (the UI's dataset column): each corpus split the stage reads, `<corpus>/<split>` with the corpus
+    fingerprint as digest and context training / validation (fit), validation (validate), testing (test); see
+    `corpus_dataset_inputs`. Inputs the run already has are not logged again.
     Plots (PNG artifacts): `plots/{stage}_expression_confusion.png`, `plots/{stage}_stress_confusion.png`,
     `plots/{stage}_hr_bland_altman.png`, `plots/{stage}_hr_trace.png` for stage `test` after testing and `val`
     after `validate` or at the end of `fit` (the last validation epoch).
@@ -110,6 +191,30 @@ class MLflowRunCallback(RunAwareCallback):
             tags[f"data.fingerprint.{name}"] = str(value)
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
+        self._log_dataset_inputs(client, run_id, datamodule, stage)
+
+    @staticmethod
+    def _log_dataset_inputs(client: MlflowClient, run_id: str, datamodule: Any, stage: str) -> None:
+        # Through the logger's client and run id (the logger owns the run, there is no fluent active run).
+        inputs = corpus_dataset_inputs(datamodule, stage)
+        if not inputs:
+            return
+        # `validate` after `fit`, or a resumed run, reads datasets the run already has: skip those.
+        logged = {(i.dataset.name, i.dataset.digest) for i in client.get_run(run_id).inputs.dataset_inputs}
+        new = [i for i in inputs if (i.dataset.name, i.dataset.digest) not in logged]
+        if new:
+            client.log_inputs(run_id, datasets=new)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        # The checkpoint names its run, so `fit --ckpt_path` continues that run (tracking.resume), wherever the
+        # checkpoint folder is. Read from the logger's attributes: no store round trip per checkpoint.
+        logger = find_mlflow_logger(trainer)
+        if logger is not None and getattr(logger, "_run_id", None):
+            checkpoint[CHECKPOINT_RUN_KEY] = {
+                "run_id": logger._run_id,
+                "experiment_id": str(getattr(logger, "_experiment_id", "") or ""),
+                "tracking_uri": display_uri(str(getattr(logger, "_tracking_uri", "") or "")),
+            }
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_eval_plots(trainer, pl_module, "val")
