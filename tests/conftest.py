@@ -3,6 +3,7 @@ frame rate, per-frame timestamps with drops and gaps)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -77,3 +78,21 @@ def face_video() -> Path:
     if not FACE_VIDEO.is_file():
         pytest.skip(f"shared data absent: {FACE_VIDEO} (see ../shared/data/README.md)")
     return FACE_VIDEO
+
+
+# -- an MLflow store per test ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store: creating the schema takes seconds (alembic migrations), so it is done once."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path, template_db: Path) -> str:
+    """A fresh MLflow SQLite store of the test's own (a copy of the empty template)."""
+    shutil.copy(template_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"

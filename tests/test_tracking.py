@@ -34,20 +34,6 @@ from stress_lightning.tracking.store import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Creating the MLflow schema takes seconds (alembic migrations); do it once and copy the file per test.
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store_uri(tmp_path: Path, template_db: Path) -> str:
-    shutil.copy(template_db, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path}/mlflow.db"
-
-
 # -- params --------------------------------------------------------------------------------------------------
 def test_flatten_config_nested_namespaces_lists_and_limits() -> None:
     config = {
@@ -214,24 +200,29 @@ def test_pyfunc_champion_loads_in_a_fresh_process(store_uri: str, tmp_path: Path
         loaded.predict({"frames": clips["frames"][:, :, :2], "roi": clips["roi"]})  # two colour channels
 
 
-def _candidate(client: MlflowClient, exp_id: str, f1: float | None, export_ok: bool) -> tuple[str, str]:
+def _candidate(client: MlflowClient, exp_id: str, f1: float | None, export_ok: bool, files: Path) -> tuple[str, str]:
     run_id = client.create_run(exp_id).info.run_id
     if f1 is not None:
         client.log_metric(run_id, "test/stress_f1", f1)
     if export_ok:
         client.set_tag(run_id, "export.onnx.status", "ok")
-    # The gate only needs a logged model to register, not its files.
-    return client.create_logged_model(exp_id, name="model", source_run_id=run_id).model_id, run_id
+    model_id = client.create_logged_model(exp_id, name="model", source_run_id=run_id).model_id
+    # The gate checks that the model's files are in the store; an MLmodel declaring no artifact is a complete model
+    # as far as the gate is concerned (test_registry_commands.py covers real models and missing files).
+    files.mkdir(exist_ok=True)
+    (files / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: none\n")
+    client.log_model_artifacts(model_id, str(files))
+    return model_id, run_id
 
 
-def test_promotion_gate(store_uri: str) -> None:
+def test_promotion_gate(store_uri: str, tmp_path: Path) -> None:
     client = MlflowClient(store_uri)
     exp_id = ensure_experiment("gate", store_uri)
     registry = ModelRegistry(client=client)
     assert registry.get_alias_version("champion") is None
 
     def new_version(f1: float | None, export_ok: bool = True) -> str:
-        model_id, run_id = _candidate(client, exp_id, f1, export_ok)
+        model_id, run_id = _candidate(client, exp_id, f1, export_ok, tmp_path / "model_files")
         return registry.register(run_id, "model", model_id=model_id)
 
     v1 = new_version(0.80)
