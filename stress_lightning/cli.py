@@ -21,6 +21,12 @@ from stress_lightning.commands import COMMANDS  # noqa: E402
 from stress_lightning.commands import run as run_command  # noqa: E402
 from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
 from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
+from stress_lightning.tracking.resume import checkpoint_run, prepare_resume  # noqa: E402
+from stress_lightning.tracking.store import (  # noqa: E402
+    StressMLFlowLogger,
+    TrackingSyncError,
+    TrackingUnavailableError,
+)
 
 
 class MLflowSaveConfigCallback(SaveConfigCallback):
@@ -62,6 +68,41 @@ class StressLightningCLI(LightningCLI):
         parser.link_arguments("data.corpus_names", "model.init_args.corpora", apply_on="instantiate")
         parser.link_arguments("data.face_pipeline", "model.init_args.face_pipeline", apply_on="instantiate")
 
+    # Before any work of a subcommand: a tracking store that does not answer is one clear error naming it, and a
+    # fit resumed from a checkpoint continues the checkpoint's MLflow run.
+    def _check_tracking(self) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, StressMLFlowLogger):
+                logger.check_reachable()
+
+    def before_fit(self) -> None:
+        self._check_tracking()
+        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, StressMLFlowLogger)), None)
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if logger is not None and ckpt_path:
+            self.config_init[self.subcommand]["ckpt_path"] = prepare_resume(self.trainer, logger, str(ckpt_path))
+
+    def _tag_checkpoint_source(self) -> None:
+        # validate/test/predict from a checkpoint log to a run of their own that names the checkpoint's run.
+        self._check_tracking()
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        for logger in self.trainer.loggers:
+            if isinstance(logger, StressMLFlowLogger) and ckpt_path and os.path.isfile(str(ckpt_path)):
+                info = checkpoint_run(str(ckpt_path)) or {}
+                tags = {"checkpoint.path": os.path.abspath(str(ckpt_path))}
+                if info.get("run_id"):
+                    tags["checkpoint.run_id"] = info["run_id"]
+                logger.tags = {**(logger.tags or {}), **tags}
+
+    def before_validate(self) -> None:
+        self._tag_checkpoint_source()
+
+    def before_test(self) -> None:
+        self._tag_checkpoint_source()
+
+    def before_predict(self) -> None:
+        self._tag_checkpoint_source()
+
     def after_fit(self) -> None:
         trainer = self.trainer
         if not self.config[self.subcommand].get("test_after_fit", True) or trainer.interrupted:
@@ -98,12 +139,19 @@ def _check_config_files(args: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in COMMANDS:
-        # `data`, `evaluate`, `stream` and `export` are argparse commands of their own; the rest is LightningCLI.
+        # COMMANDS (`data`, `promote`, `sync`, ...) are argparse programs of their own; the rest is LightningCLI.
         code = run_command(argv)
         if code:
             raise SystemExit(code)
         return
     _check_config_files(argv)
+    try:
+        _run_cli(args)
+    except (TrackingUnavailableError, TrackingSyncError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _run_cli(args: list[str] | None) -> None:
     StressLightningCLI(
         MultiTaskStressModule,
         # Any LightningDataModule with the linked attributes: ClipDataModule (one corpus), MixedDataModule.

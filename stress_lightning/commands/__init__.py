@@ -1,5 +1,13 @@
-"""User commands beside LightningCLI's fit/validate/test/predict: `stress-lightning data ...`, `evaluate ...`,
-`stream ...` and `export ...` (`stress_lightning.cli.main` dispatches on the first argument).
+"""User commands beside LightningCLI's fit/validate/test/predict (`stress_lightning.cli.main` dispatches on the first
+argument; each is the module `stress_lightning.commands.<name>`):
+
+- `data summary|corpora`: what a corpus holds and what is wrong with it; the registered corpora;
+- `evaluate ...`: a trained model (registry URI or checkpoint) on one split of any corpus;
+- `stream ...`: a video file or a camera through a trained model, in real time, as JSON lines;
+- `export ...`: a trained model to ONNX (FP32, FP16) and TensorRT, each file checked;
+- `promote ...`: the registry's promotion gate applied to one version by hand;
+- `models list ...`: the registered model versions, their metrics, exports and promotion decisions;
+- `sync [FILE...]`: send what a run kept locally while its tracking server was unreachable.
 
 Each command is an argparse program with its own `--help`. Exit codes: 0 done (problems found in a corpus are
 reported, not failures), 1 the input cannot be read (the error names the path), 2 a usage error.
@@ -15,7 +23,7 @@ from typing import Any
 
 import yaml
 
-COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export")
+COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export", "promote", "models", "sync")
 
 
 class CommandError(Exception):

@@ -327,3 +327,20 @@ class MultiTaskStressModule(pl.LightningModule):
             pct_start=0.15,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # A fit resumed with more (or fewer) epochs restores the one-cycle schedule sized for the old run, which then
+        # fails a few steps past its end. Stretch its last (annealing) phase to the new total instead: the annealing
+        # is re-spread from that phase's start, so the rate steps up a little and then reaches its floor at the new end.
+        scheduler = self.lr_schedulers()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if not isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) or scheduler.total_steps == total:
+            return
+        phases = getattr(scheduler, "_schedule_phases", None)
+        if not phases or total <= scheduler.last_epoch:
+            return
+        pl.utilities.rank_zero_info(
+            f"Resumed fit: the one-cycle learning-rate schedule ends at step {total} instead of {scheduler.total_steps}"
+        )
+        scheduler.total_steps = total
+        phases[-1]["end_step"] = float(total - 1)

@@ -80,20 +80,45 @@ def log_params_batched(client: MlflowClient, run_id: str, params: Mapping[str, s
         client.log_batch(run_id, params=items[start : start + MAX_PARAMS_TAGS_PER_BATCH], synchronous=True)
 
 
+def log_params_keeping_first(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Log params into a run that may already hold some (a resumed run): new keys are logged, equal values are
+    skipped, and a changed value is not logged (MLflow parameters are write-once) but named in the run's tag
+    `params.changed_on_resume`; returns {key: new value} of those changes."""
+    wanted = {key: truncate_param_value(str(value)) for key, value in params.items()}
+    existing = client.get_run(run_id).data.params if wanted else {}
+    log_params_batched(client, run_id, {k: v for k, v in wanted.items() if k not in existing})
+    changed = {k: v for k, v in wanted.items() if k in existing and existing[k] != v}
+    if changed:
+        previous = client.get_run(run_id).data.tags.get("params.changed_on_resume", "")
+        keys = sorted(set(filter(None, previous.split(", "))) | set(changed))
+        client.set_tag(run_id, "params.changed_on_resume", truncate_param_value(", ".join(keys), 5000))
+    return changed
+
+
 def log_config(
     run_id: str,
     yaml_text: str,
     flat: Mapping[str, str],
     client: MlflowClient | None = None,
     artifact_file: str = CONFIG_ARTIFACT,
-) -> None:
-    """Log a run's resolved config: the flattened params and the YAML text as artifact `config/config.yaml`.
+) -> str:
+    """Log a run's resolved config: the flattened params and the YAML text as artifact `config/config.yaml`;
+    returns the artifact path used.
 
-    `client` defaults to one on the current tracking URI (the MLFlowLogger sets it globally).
+    A run that already has its config (a resumed fit) keeps it: the new YAML goes beside it as
+    `config/config.resume-<n>.yaml`, new keys become params and changed ones are listed in the tag
+    `params.changed_on_resume` (`log_params_keeping_first`). `client` defaults to one on the current tracking URI.
     """
     client = client or MlflowClient()
-    log_params_batched(client, run_id, flat)
+    folder, _, name = artifact_file.rpartition("/")
+    present = {Path(a.path).name for a in client.list_artifacts(run_id, folder or None)}
+    if name in present:
+        stem, dot, suffix = name.rpartition(".")
+        count = sum(1 for p in present if p.startswith(f"{stem}.resume-"))
+        artifact_file = f"{folder + '/' if folder else ''}{stem}.resume-{count + 1}{dot}{suffix}"
+    log_params_keeping_first(client, run_id, flat)
     client.log_text(run_id, yaml_text, artifact_file)
+    return artifact_file
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
