@@ -49,8 +49,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check stress_lightning tests benchmarks
-	$(BIN)/ruff format --check stress_lightning tests benchmarks
+	$(BIN)/ruff check stress_lightning tests benchmarks docker
+	$(BIN)/ruff format --check stress_lightning tests benchmarks docker
 
 ui: $(STAMP)
 	mkdir -p mlruns/artifacts
