@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import yaml
 
@@ -26,6 +27,8 @@ from stress_lightning.tracking.store import (  # noqa: E402
     StressMLFlowLogger,
     TrackingSyncError,
     TrackingUnavailableError,
+    check_tracking_reachable,
+    resolve_tracking_uri,
 )
 
 
@@ -67,6 +70,15 @@ class StressLightningCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.link_arguments("data.corpus_names", "model.init_args.corpora", apply_on="instantiate")
         parser.link_arguments("data.face_pipeline", "model.init_args.face_pipeline", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        # Before anything is built: an MLflow logger's client opens a database store as it is constructed, and a
+        # failure inside jsonargparse's instantiation would surface as "does not validate against any of the Union
+        # subtypes". Probe each configured MLflow store first and fail with its name.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for uri in _configured_tracking_uris(config):
+            check_tracking_reachable(uri)
+        super().instantiate_classes()
 
     # Before any work of a subcommand: a tracking store that does not answer is one clear error naming it, and a
     # fit resumed from a checkpoint continues the checkpoint's MLflow run.
@@ -112,6 +124,32 @@ class StressLightningCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def _configured_tracking_uris(config: Any) -> list[str]:
+    """The tracking URIs of the MLflow loggers in a parsed config (`trainer.logger`: one entry or a list)."""
+    import importlib
+
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    entries = trainer.get("logger") if trainer is not None and hasattr(trainer, "get") else None
+    uris = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        class_path = getattr(entry, "class_path", None)
+        if not isinstance(class_path, str) or "." not in class_path:
+            continue
+        module_name, _, class_name = class_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue  # jsonargparse reports an unknown class itself
+        if not (isinstance(cls, type) and issubclass(cls, MLFlowLogger)):
+            continue
+        init_args = getattr(entry, "init_args", None)
+        try:
+            uris.append(resolve_tracking_uri(getattr(init_args, "tracking_uri", None)))
+        except ValueError:
+            continue  # a URI this package does not resolve (a file store given to Lightning's own logger)
+    return uris
 
 
 def _config_paths(args: list[str]) -> list[str]:

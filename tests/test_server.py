@@ -158,12 +158,18 @@ def test_resumed_fit_continues_the_same_run(server: TrackingServer, fitted: tupl
     assert "trainer.max_epochs" in run.data.tags["params.changed_on_resume"]
 
 
-def test_unreachable_server_is_one_clear_error_before_any_work(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("scheme", ["http", "postgresql"])
+def test_unreachable_store_is_one_clear_error_before_any_work(tmp_path: Path, scheme: str) -> None:
+    port = free_port()
+    if scheme == "http":
+        dead = shown = f"http://127.0.0.1:{port}"
+    else:
+        dead = f"postgresql+psycopg2://mlflow:s3cret@127.0.0.1:{port}/mlflow"
+        shown = f"postgresql+psycopg2://mlflow:***@127.0.0.1:{port}/mlflow"
     proc = _run([*CLI, "fit", *_tiny_args(tmp_path)], dead, check=False, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert f"MLflow tracking store {dead} is not reachable" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert f"MLflow tracking store {shown} is not reachable" in proc.stderr
+    assert "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "corpus").exists(), "the corpus was generated before the store was checked"
 
 
