@@ -109,6 +109,20 @@ def test_fit_over_http_logs_registers_and_promotes(server: TrackingServer, fitte
     assert version.tags["promotion.decision"] == "champion"
 
 
+def test_registry_commands_over_http(
+    server: TrackingServer, fitted: tuple[Path, str], capsys: pytest.CaptureFixture
+) -> None:
+    _, run_id = fitted
+    assert run_command(["models", "list", "--json", "--name", "stress-multitask", "--tracking-uri", server.uri]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    champion = next(r for r in rows if "champion" in r["aliases"])
+    assert champion["run_id"] == run_id and champion["export"]["onnx"] == "ok"
+    # The gate reads the model's files through the server's proxied artifact store.
+    args = ["promote", "--run-id", run_id, "--dry-run", "--tracking-uri", server.uri]
+    assert run_command(args) == 0
+    assert "already champion" in capsys.readouterr().out
+
+
 def test_champion_loads_over_http_in_a_fresh_process(server: TrackingServer, fitted: tuple[Path, str]) -> None:
     script = """
 import json, numpy as np, mlflow
