@@ -31,7 +31,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from stress_lightning.tracking.params import log_params_keeping_first, truncate_param_value
 from stress_lightning.tracking.spool import DEFAULT_SPOOL_DIR, PendingRun, log_artifact_as
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -391,25 +393,24 @@ class StressMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
-        from stress_lightning.tracking.params import truncate_param_value
-
         flat = _flatten_dict(_convert_params(params))
         self._deliver("params", {k: truncate_param_value(str(v)) for k, v in flat.items()})
 
     def _send(self, kind: str, payload: Any) -> None:
         client = self.experiment
         if kind == "metrics":
-            for start in range(0, len(payload), 1000):
-                client.log_batch(self._run_id, metrics=payload[start : start + 1000], **self._log_batch_kwargs)
+            for start in range(0, len(payload), MAX_METRICS_PER_BATCH):
+                batch = payload[start : start + MAX_METRICS_PER_BATCH]
+                client.log_batch(self._run_id, metrics=batch, **self._log_batch_kwargs)
         else:
-            from stress_lightning.tracking.params import log_params_keeping_first
-
             log_params_keeping_first(client, self._run_id, payload)
 
     def _unreachable(self) -> str | None:
         return tracking_unreachable_reason(self._tracking_uri, self._probe_timeout_s)
 
     def _deliver(self, kind: str, payload: Any) -> None:
+        # The run must exist before anything can be kept for it (creating it needs the store: that error is raised).
+        _ = self.experiment
         if self._pending is not None and not self._flush_pending():
             self._keep(kind, payload, None)
             return
