@@ -16,13 +16,14 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on imp
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_info  # noqa: E402
 
 import stress_lightning.data.mixed  # noqa: E402, F401  (MixedDataModule, importable by class_path)
 from stress_lightning.commands import COMMANDS  # noqa: E402
 from stress_lightning.commands import run as run_command  # noqa: E402
 from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
 from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
-from stress_lightning.tracking.resume import checkpoint_run, prepare_resume  # noqa: E402
+from stress_lightning.tracking.resume import checkpoint_run, checkpoint_step, prepare_resume  # noqa: E402
 from stress_lightning.tracking.store import (  # noqa: E402
     StressMLFlowLogger,
     TrackingSyncError,
@@ -91,8 +92,12 @@ class StressLightningCLI(LightningCLI):
         self._check_tracking()
         logger = next((lg for lg in self.trainer.loggers if isinstance(lg, StressMLFlowLogger)), None)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        self._resume_step = None
         if logger is not None and ckpt_path:
-            self.config_init[self.subcommand]["ckpt_path"] = prepare_resume(self.trainer, logger, str(ckpt_path))
+            resolved = prepare_resume(self.trainer, logger, str(ckpt_path))
+            self.config_init[self.subcommand]["ckpt_path"] = resolved
+            if resolved and os.path.isfile(resolved):
+                self._resume_step = checkpoint_step(resolved)
 
     def _tag_checkpoint_source(self) -> None:
         # validate/test/predict from a checkpoint log to a run of their own that names the checkpoint's run.
@@ -120,6 +125,14 @@ class StressLightningCLI(LightningCLI):
         if not self.config[self.subcommand].get("test_after_fit", True) or trainer.interrupted:
             return
         if trainer.fast_dev_run:
+            return
+        resume_step = getattr(self, "_resume_step", None)
+        if resume_step is not None and trainer.global_step <= resume_step:
+            # A resumed fit that had nothing left to train: testing again would register the same model again.
+            rank_zero_info(
+                f"Resumed at step {resume_step} with nothing left to train (raise trainer.max_epochs to continue); "
+                "not testing or registering again"
+            )
             return
         callback = trainer.checkpoint_callback
         ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None

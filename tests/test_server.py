@@ -170,6 +170,12 @@ def test_resumed_fit_continues_the_same_run(server: TrackingServer, fitted: tupl
     assert {"config/config.yaml", "config/config.resume-1.yaml"} <= configs
     assert run.data.params["trainer.max_epochs"] == "1"
     assert "trainer.max_epochs" in run.data.tags["params.changed_on_resume"]
+    # Resuming a finished fit trains nothing, so it neither tests nor registers the same model again.
+    versions = len(client.search_model_versions("name = 'stress-multitask'"))
+    proc = _run([*CLI, "fit", *_tiny_args(tmp, "--trainer.max_epochs=2", "--ckpt_path=last")], server.uri)
+    assert "nothing left to train" in proc.stderr + proc.stdout
+    assert len(client.search_model_versions("name = 'stress-multitask'")) == versions
+    assert client.get_run(run_id).data.tags["resume.count"] == "2"
 
 
 @pytest.mark.parametrize("scheme", ["http", "postgresql"])

@@ -43,6 +43,18 @@ def checkpoint_run(path: str | Path) -> dict[str, str] | None:
     return None
 
 
+def checkpoint_step(path: str | Path) -> int | None:
+    """The optimizer step a checkpoint was saved at (`global_step`), or None when it cannot be read."""
+    import torch
+
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint when it loads it
+        return None
+    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    return int(step) if isinstance(step, int) else None
+
+
 def last_checkpoint(trainer: Trainer, experiment_id: str | None) -> Path | None:
     """What `--ckpt_path last` means for an MLflow-logged fit: the newest `last*.ckpt` of this experiment.
 
