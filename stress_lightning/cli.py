@@ -23,7 +23,7 @@ from stress_lightning.commands import COMMANDS  # noqa: E402
 from stress_lightning.commands import run as run_command  # noqa: E402
 from stress_lightning.models.module import MultiTaskStressModule  # noqa: E402
 from stress_lightning.tracking.params import flatten_config, log_config  # noqa: E402
-from stress_lightning.tracking.resume import checkpoint_run, checkpoint_step, prepare_resume  # noqa: E402
+from stress_lightning.tracking.resume import checkpoint_run, prepare_resume  # noqa: E402
 from stress_lightning.tracking.store import (  # noqa: E402
     StressMLFlowLogger,
     TrackingSyncError,
@@ -81,27 +81,18 @@ class StressLightningCLI(LightningCLI):
             check_tracking_reachable(uri)
         super().instantiate_classes()
 
-    # Before any work of a subcommand: a tracking store that does not answer is one clear error naming it, and a
-    # fit resumed from a checkpoint continues the checkpoint's MLflow run.
-    def _check_tracking(self) -> None:
-        for logger in self.trainer.loggers:
-            if isinstance(logger, StressMLFlowLogger):
-                logger.check_reachable()
-
+    # A fit resumed from a checkpoint continues the checkpoint's MLflow run (the stores were probed before the
+    # classes were built, in instantiate_classes).
     def before_fit(self) -> None:
-        self._check_tracking()
         logger = next((lg for lg in self.trainer.loggers if isinstance(lg, StressMLFlowLogger)), None)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         self._resume_step = None
         if logger is not None and ckpt_path:
-            resolved = prepare_resume(self.trainer, logger, str(ckpt_path))
+            resolved, self._resume_step = prepare_resume(self.trainer, logger, str(ckpt_path))
             self.config_init[self.subcommand]["ckpt_path"] = resolved
-            if resolved and os.path.isfile(resolved):
-                self._resume_step = checkpoint_step(resolved)
 
     def _tag_checkpoint_source(self) -> None:
         # validate/test/predict from a checkpoint log to a run of their own that names the checkpoint's run.
-        self._check_tracking()
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         for logger in self.trainer.loggers:
             if isinstance(logger, StressMLFlowLogger) and ckpt_path and os.path.isfile(str(ckpt_path)):

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import re
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -329,7 +330,7 @@ class BlockArray:
             start += len(chunk)
 
 
-class TimeGrid:
+class TimeGrid(ABC):
     """Frames at their own times in, samples at k / fps out: the ROI interpolated linearly between the two frames
     around each sample time, the face from the nearer one; a sample inside a gap longer than `MAX_GAP_S` or next
     to a frame without a face is marked invalid. Subclasses say where samples go (`_emit`): the cache's arrays,
@@ -360,8 +361,9 @@ class TimeGrid:
             self.emitted += 1
         self.prev = (t, face, roi, ok)
 
+    @abstractmethod
     def _emit(self, face: np.ndarray, roi: np.ndarray, ok: bool) -> None:
-        raise NotImplementedError
+        """Take one resampled sample (the next k / fps)."""
 
 
 class TimeResampler(TimeGrid):

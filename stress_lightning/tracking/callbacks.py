@@ -44,13 +44,14 @@ from stress_lightning.tracking.registry import (
     DEFAULT_GATE_TAGS,
     DEFAULT_METRIC,
     DEFAULT_MODEL_NAME,
+    RUN_ONNX,
     ModelRegistry,
 )
 from stress_lightning.tracking.resume import CHECKPOINT_RUN_KEY
 from stress_lightning.tracking.store import display_uri
 
 PLOTS_DIR = "plots"
-EXPORTED_ONNX = {"onnx": "export/model.onnx", "expression_onnx": "export/expression.onnx"}
+EXPORTED_ONNX = RUN_ONNX  # the ONNX graphs ExportCallback logs, by the pyfunc artifact that carries each
 
 
 def _exported_onnx(client: MlflowClient, run_id: str, tags: Mapping[str, str], folder: Path) -> dict[str, Path]:

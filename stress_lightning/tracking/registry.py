@@ -32,9 +32,9 @@ DEFAULT_METRIC = "test/stress_f1"
 ONNX_GATE_TAG = "export.onnx.status"
 DEFAULT_GATE_TAGS: Mapping[str, str] = {ONNX_GATE_TAG: "ok"}
 MLMODEL = "MLmodel"
-# The ONNX graphs ExportCallback logs into the run (`callbacks.EXPORTED_ONNX`), keyed by the pyfunc artifact
-# that carries each into the model (`pyfunc.ONNX_ARTIFACT`, `pyfunc.EXPRESSION_ONNX_ARTIFACT`). Not imported from
-# there: those modules import torch and Lightning, which a registry command does not need.
+# The ONNX graphs ExportCallback logs into the run, keyed by the pyfunc artifact that carries each into the model
+# (`pyfunc.ONNX_ARTIFACT`, `pyfunc.EXPRESSION_ONNX_ARTIFACT`). Defined here, not in the callbacks module (which
+# uses it as `EXPORTED_ONNX`), so that a registry command does not import torch and Lightning.
 RUN_ONNX: Mapping[str, str] = {"onnx": "export/model.onnx", "expression_onnx": "export/expression.onnx"}
 
 

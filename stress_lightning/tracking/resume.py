@@ -20,20 +20,20 @@ CHECKPOINT_RUN_KEY = "stress_lightning.mlflow"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def checkpoint_run(path: str | Path) -> dict[str, str] | None:
-    """The MLflow run a checkpoint was written by: {"run_id", ...}, or None when it does not say.
-
-    Read with `weights_only=True` and memory-mapped: only the small dict is looked at.
-    """
+def _read_plain(path: Path) -> dict[str, Any] | None:
+    # weights_only and memory-mapped: only the small entries are looked at, and nothing in the file is executed.
     import torch
 
-    path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - Lightning reports an unreadable checkpoint when it loads it
         rank_zero_warn(f"{path}: not read as plain data ({type(err).__name__}); its run is taken from its folder")
-        checkpoint = None
-    info = checkpoint.get(CHECKPOINT_RUN_KEY) if isinstance(checkpoint, dict) else None
+        return None
+    return checkpoint if isinstance(checkpoint, dict) else None
+
+
+def _run_of(path: Path, checkpoint: dict[str, Any] | None) -> dict[str, str] | None:
+    info = checkpoint.get(CHECKPOINT_RUN_KEY) if checkpoint is not None else None
     if isinstance(info, dict) and info.get("run_id"):
         return {str(k): str(v) for k, v in info.items()}
     # Lightning's default layout for an MLflow logger: <root>/<experiment_id>/<run_id>/checkpoints/<file>.ckpt
@@ -43,16 +43,10 @@ def checkpoint_run(path: str | Path) -> dict[str, str] | None:
     return None
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The optimizer step a checkpoint was saved at (`global_step`), or None when it cannot be read."""
-    import torch
-
-    try:
-        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint when it loads it
-        return None
-    step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
-    return int(step) if isinstance(step, int) else None
+def checkpoint_run(path: str | Path) -> dict[str, str] | None:
+    """The MLflow run a checkpoint was written by: {"run_id", ...}, or None when it does not say."""
+    path = Path(path)
+    return _run_of(path, _read_plain(path))
 
 
 def last_checkpoint(trainer: Trainer, experiment_id: str | None) -> Path | None:
@@ -75,15 +69,16 @@ def last_checkpoint(trainer: Trainer, experiment_id: str | None) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
-def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> str | None:
+def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> tuple[str | None, int | None]:
     """Point `logger` (a StressMLFlowLogger) at the run of the checkpoint a fit resumes from; returns the checkpoint
-    path to hand to `trainer.fit` (`last` resolved to a file, other values unchanged).
+    path to hand to `trainer.fit` (`last` resolved to a file, other values unchanged) and the step it was saved at
+    (None when no checkpoint file was read).
 
     A checkpoint whose run is not in this tracking store (copied from elsewhere) starts a new run tagged
     `resumed_from.run_id` / `resumed_from.checkpoint`, with a warning.
     """
     if not ckpt_path or ckpt_path in ("best", "hpc", "registry") or ckpt_path.startswith("registry:"):
-        return ckpt_path
+        return ckpt_path, None
     if ckpt_path == "last":
         from stress_lightning.tracking.store import ensure_experiment
 
@@ -91,17 +86,20 @@ def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> str 
         found = last_checkpoint(trainer, experiment_id)
         if found is None:
             # Lightning then warns that there is no last checkpoint and starts from scratch, as it always has.
-            return ckpt_path
+            return ckpt_path, None
         rank_zero_info(f"--ckpt_path last: resuming from {found}")
         path = found
     else:
         path = Path(ckpt_path)
         if not path.is_file():
-            return ckpt_path  # Lightning reports a missing file itself
-    info = checkpoint_run(path)
+            return ckpt_path, None  # Lightning reports a missing file itself
+    checkpoint = _read_plain(path)
+    step = checkpoint.get("global_step") if checkpoint is not None else None
+    step = step if isinstance(step, int) else None
+    info = _run_of(path, checkpoint)
     if info is None:
         rank_zero_warn(f"{path} does not say which MLflow run wrote it; the resumed fit logs to a new run")
-        return str(path)
+        return str(path), step
     run_id = info["run_id"]
     from mlflow import MlflowClient
 
@@ -113,7 +111,7 @@ def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> str 
             "to a new run tagged resumed_from.run_id"
         )
         logger.tags = {**(logger.tags or {}), "resumed_from.run_id": run_id, "resumed_from.checkpoint": str(path)}
-        return str(path)
+        return str(path), step
     logger.resume(run_id, checkpoint=str(path))
     rank_zero_info(f"Resuming MLflow run {run_id} from {path}")
-    return str(path)
+    return str(path), step

@@ -474,9 +474,7 @@ class StressMLFlowLogger(MLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         if not self._initialized or self._ended_offline:
             return
-        reason = None if self._flush_pending() else "still unreachable"
-        if reason is None:
-            reason = self._unreachable()
+        reason = self._unreachable() if self._flush_pending() else "still unreachable"
         if reason is None:
             super().finalize(status)
             return
