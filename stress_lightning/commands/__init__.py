@@ -1,7 +1,8 @@
 """User commands beside LightningCLI's fit/validate/test/predict (`stress_lightning.cli.main` dispatches on the first
 argument; each is the module `stress_lightning.commands.<name>`):
 
-- `data summary|corpora`: what a corpus holds and what is wrong with it; the registered corpora;
+- `data summary|corpora|shards`: what a corpus holds and what is wrong with it; the registered corpora; a run's
+  clips written as litdata shards (and parts merged) for streaming;
 - `evaluate ...`: a trained model (registry URI or checkpoint) on one split of any corpus;
 - `stream ...`: a video file or a camera through a trained model, in real time, as JSON lines;
 - `export ...`: a trained model to ONNX (FP32, FP16) and TensorRT, each file checked;

@@ -1,8 +1,11 @@
-"""`stress-lightning data summary|corpora`: what a corpus holds and what is wrong with it, without caching it."""
+"""`stress-lightning data summary|corpora|shards`: what a corpus holds and what is wrong with it, without caching it;
+the registered corpora; a run's clips written as litdata shards (`stress_lightning.data.shards`)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,11 +47,30 @@ The synthetic corpus is summarised as it was generated (its corpus.json); this c
 Exit status: 0 summary printed (even with problems), 1 the root cannot be read, 2 usage error."""
 
 
+SHARDS_DESCRIPTION = """\
+Write the clips of a run's data config as litdata shards, which a run then streams from local disk or object
+storage with --data.init_args.shards DIR (docs/SHARDS.md).
+
+  stress-lightning data shards --config conf/synthetic.yaml --out DIR [--workers N]
+  stress-lightning data shards --config ... --out DIR --part I/N      (one machine per part, I = 0..N-1)
+  stress-lightning data shards --merge --out DIR                       (once all N parts are in DIR)
+
+The config files (and --data.init_args.KEY=VALUE overrides) are those of `stress-lightning fit`; only their data
+section is used. The corpus is read and its cache built first, as a training run would; the samples are written
+before any augmentation (it is applied when reading). DIR gets shards.json (the manifest) and one folder per split.
+A part goes to DIR/<split>/part-I-of-N/ with DIR/parts/part-I-of-N.json; --merge joins the parts, writes the
+manifest and removes them. Writing and merging need a local or shared folder; upload the merged set to object
+storage (e.g. `aws s3 sync DIR s3://bucket/prefix`) and train from its URL.
+
+Exit status: 0 written, 1 the corpus, cache or shard set cannot be read or written (the error names it), 2 usage."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stress-lightning data", description="Inspect corpora: list the readers, summarise a corpus."
+        prog="stress-lightning data",
+        description="Inspect corpora: list the readers, summarise a corpus; write a run's clips as shards.",
     )
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{summary,corpora}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{summary,corpora,shards}")
     summary = sub.add_parser(
         "summary",
         help="items, subjects, labels, cardiac ground truth and problems of a corpus",
@@ -65,15 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--no-check", action="store_true", help="do not open the items' files")
     corpora = sub.add_parser("corpora", help="registered corpus names with their layout and where to get them")
     corpora.add_argument("--json", action="store_true", help="print a JSON list")
+    shards = sub.add_parser(
+        "shards",
+        help="write a run's clips as litdata shards (or --merge the parts of a set)",
+        description=SHARDS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shards.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="a `fit` config file; repeatable, in order"
+    )
+    shards.add_argument("--out", required=True, metavar="DIR", help="the shard set's folder")
+    shards.add_argument("--splits", nargs="+", metavar="SPLIT", help="splits to write (default: all the config serves)")
+    shards.add_argument("--workers", type=int, default=1, metavar="N", help="writer processes (default 1)")
+    shards.add_argument("--part", metavar="I/N", help="write only part I of N (I = 0..N-1) of every split")
+    shards.add_argument("--merge", action="store_true", help="join the parts in --out into one shard set")
+    shards.add_argument("--chunk-bytes", default="64MB", metavar="SIZE", help="chunk file size (default 64MB)")
+    shards.add_argument("--compression", metavar="NAME", help="chunk compression: zstd or zstd:LEVEL (default none)")
+    shards.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
+    shards.add_argument("--quiet", action="store_true", help="no progress output")
     parser.summary_parser = summary  # type: ignore[attr-defined]
+    parser.shards_parser = shards  # type: ignore[attr-defined]
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv))
+    # `data shards` passes --data.init_args.KEY=VALUE overrides on to the config parser.
+    args, extra = parser.parse_known_args(list(argv))
+    if extra and args.action != "shards":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.action == "corpora":
         return list_corpora(args.json)
+    if args.action == "shards":
+        return write_shards_command(parser.shards_parser, args, extra)  # type: ignore[attr-defined]
     return summary(parser.summary_parser, args)  # type: ignore[attr-defined]
 
 
@@ -259,3 +305,146 @@ def summary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     else:
         print(result.as_text())
     return 0
+
+
+# -- shards -----------------------------------------------------------------------------------------------------
+CHUNK_BYTES = re.compile(r"\d+(\.\d+)?\s*(b|k|kb|m|mb|g|gb)", re.IGNORECASE)
+
+
+def _check_overrides(parser: argparse.ArgumentParser, extra: Sequence[str]) -> None:
+    for token in extra:
+        if token.startswith("-") and not token.startswith(("--data.", "--data=", "--seed_everything")):
+            parser.error(
+                f"unrecognized argument {token!r} (config overrides are --data.init_args.KEY=VALUE; the trainer and "
+                "model sections of the config are not used here)"
+            )
+
+
+def build_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> Any:
+    """The datamodule a `fit` with these config files and overrides would train on (parsed by the same
+    LightningCLI); nothing else of the config is built (no model, no trainer, no MLflow store)."""
+    import importlib
+
+    from lightning.pytorch import LightningDataModule
+
+    from stress_lightning.cli import StressLightningCLI
+    from stress_lightning.models.module import MultiTaskStressModule
+
+    class DataOnlyCLI(StressLightningCLI):
+        def _set_seed(self) -> None:
+            pass  # nothing random is done with the data config here; the seed stays the training run's business
+
+        def instantiate_classes(self) -> None:
+            data = self.config["data"]
+            if data is None or not getattr(data, "class_path", None):
+                raise CommandError("the config has no data section (data.class_path)", code=2)
+            module_name, _, class_name = data.class_path.rpartition(".")
+            cls = getattr(importlib.import_module(module_name), class_name)
+            init_args = data.get("init_args")
+            self.datamodule = cls(**(init_args.as_dict() if init_args is not None else {}))
+
+    args = [arg for path in configs for arg in ("--config", path)] + list(overrides)
+    with warnings.catch_warnings():
+        # LightningCLI warns when given args while sys.argv holds others: here sys.argv is this command's own.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = DataOnlyCLI(
+            MultiTaskStressModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            run=False,
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    return cli.datamodule
+
+
+def write_shards_command(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import time
+
+    from stress_lightning.data.datamodules import ClipDataModule
+    from stress_lightning.data.errors import CorpusError
+    from stress_lightning.data.items import SPLITS
+    from stress_lightning.data.shards import ShardError, available_compressions, merge_parts, parse_part, write_shards
+
+    out = Path(args.out)
+    if args.merge:
+        options = (("--config", args.config), ("--part", args.part), ("--splits", args.splits))
+        given = [name for name, value in options if value]
+        if given or extra:
+            parser.error(f"--merge takes only --out (and --quiet); got {given + list(extra)}")
+        try:
+            counts = merge_parts(out, progress=not args.quiet)
+        except (ShardError, OSError) as exc:
+            raise CommandError(f"cannot merge the parts in {out}: {exc}") from exc
+        print(f"merged {sum(counts.values())} samples ({_counts(counts)}) into {out}")
+        return 0
+    if not args.config:
+        parser.error("--config FILE is required (the `fit` config whose clips are written), or --merge")
+    _check_overrides(parser, extra)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: must be >= 1")
+    part = None
+    if args.part is not None:
+        try:
+            part = parse_part(args.part)
+        except ValueError as exc:
+            parser.error(f"--part {exc}")
+    if not CHUNK_BYTES.fullmatch(str(args.chunk_bytes).strip()):
+        parser.error(f"--chunk-bytes {args.chunk_bytes!r}: expected a size such as 64MB, 256KB or 1GB")
+    if args.compression is not None and args.compression not in available_compressions():
+        choices = ", ".join(available_compressions()) or "none (install the zstd package)"
+        parser.error(f"--compression {args.compression!r}: not available; available: {choices}")
+    unknown = sorted(set(args.splits or []) - set(SPLITS))
+    if unknown:
+        parser.error(f"--splits {unknown}: unknown; known: {', '.join(SPLITS)}")
+    for path in args.config:
+        if not Path(path).is_file():
+            parser.error(f"--config {path}: no such file")
+    datamodule = build_datamodule(args.config, extra)
+    if not isinstance(datamodule, ClipDataModule):
+        parser.error(
+            f"the config's data is {type(datamodule).__name__}; shards hold one corpus (ClipDataModule): write each "
+            "corpus of a mixed run with its own config"
+        )
+    datamodule.shards = None  # written from the corpus, whatever the config streams from
+    datamodule.progress = not args.quiet
+    splits = args.splits or [s for s in SPLITS if s in datamodule.splits]
+    missing = [s for s in splits if s not in datamodule.splits]
+    if missing:
+        parser.error(f"--splits {missing}: not served by the config (data.init_args.splits {datamodule.splits})")
+    # The corpus is read and cached first (as a training run would): timed apart from the writing.
+    try:
+        started = time.perf_counter()
+        datamodule.prepare_data()
+        prepared = time.perf_counter()
+        counts = write_shards(
+            datamodule,
+            out,
+            splits=splits,
+            workers=args.workers,
+            part=part,
+            chunk_bytes=args.chunk_bytes,
+            compression=args.compression,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+        finished = time.perf_counter()
+    except (ShardError, CorpusError, OSError) as exc:
+        raise CommandError(f"cannot write shards to {out}: {exc}") from exc
+    written = sum(counts.values())
+    size = sum(p.stat().st_size for split in counts for p in (out / split).rglob("*.bin"))
+    seconds = max(finished - prepared, 1e-9)
+    what = f"part {part[0]}/{part[1]}" if part is not None else "shards"
+    print(
+        f"wrote {what}: {written} samples ({_counts(counts)}), {size / 1e6:.1f} MB, in {seconds:.1f} s "
+        f"({written / seconds:.0f} samples/s; corpus and cache ready in {prepared - started:.1f} s) -> {out}"
+    )
+    if part is not None:
+        print(f"once all {part[1]} parts are in {out}: stress-lightning data shards --merge --out {out}")
+    return 0
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{split} {n}" for split, n in counts.items()) or "no split had samples"

@@ -9,6 +9,7 @@ lets it prepare itself (the synthetic corpus generates itself there), reads its 
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,8 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from stress_lightning.data.cache import ClipCache, Preprocessing
 from stress_lightning.data.clips import ClipLabels, ClipSpec, SamplingStats, class_counts, sample_clips, stress_over
@@ -177,6 +179,12 @@ class ClipDataModule(pl.LightningDataModule):
         workers: processes that decode items into the cache (and, for the synthetic corpus, render them).
         splits: the splits to decode and serve (default all); `evaluate` decodes only the one it scores. The
             cache key still covers the whole corpus, so the cache is the one training uses.
+        prepare_data_per_node: Lightning's flag: True (default) builds the cache once per machine (local rank 0),
+            for nodes with their own disks; False builds it once in all (global rank 0), for a cache folder on
+            storage every node shares.
+        shards: a folder or object-store URL (`s3://...`) of clips written by `stress-lightning data shards`
+            (`data.shards`); when set, the splits are streamed from it instead of the corpus and the local cache.
+        shard_storage_options: passed to the object-store client (e.g. `{endpoint_url: ...}` for MinIO).
     """
 
     def __init__(
@@ -214,8 +222,16 @@ class ClipDataModule(pl.LightningDataModule):
         progress: bool = True,
         workers: int = 2,
         splits: list[str] | None = None,
+        prepare_data_per_node: bool = True,
+        shards: str | None = None,
+        shard_storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.prepare_data_per_node = bool(prepare_data_per_node)
+        self.shards = shards
+        self.shard_storage_options = dict(shard_storage_options or {})
+        self._shard_train_loader: Any = None  # the ShardLoader whose position checkpoints keep
+        self._shard_resume: dict[str, Any] | None = None  # that position, from a checkpoint, until the loader exists
         unknown = sorted(set(splits or []) - set(SPLITS))
         if unknown:
             raise ValueError(f"splits: unknown split(s) {unknown}; known: {list(SPLITS)}")
@@ -301,8 +317,18 @@ class ClipDataModule(pl.LightningDataModule):
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Hash of the corpus content (the reader's own, e.g. the synthetic corpus' hash of every written file)."""
+        """Hash of the corpus content (the reader's own, e.g. the synthetic corpus' hash of every written file); with
+        `shards`, the one their manifest records (the corpus is not read)."""
+        if self.shards:
+            return str(self.shard_manifest["fingerprint"])
         return self.reader.fingerprint(self.root, self.all_items())
+
+    @functools.cached_property
+    def shard_manifest(self) -> dict[str, Any]:
+        """The manifest of the shard set `shards` (`data.shards.read_manifest`)."""
+        from stress_lightning.data.shards import read_manifest
+
+        return read_manifest(self.shards, self.shard_storage_options)
 
     def cache(self) -> ClipCache:
         return ClipCache(self.cache_dir, self.corpus, self.fingerprint, self.preprocessing)
@@ -315,12 +341,20 @@ class ClipDataModule(pl.LightningDataModule):
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
+        if self.shards:
+            return  # streamed from the shard set: no corpus to read, no cache to build
         self._build_cache()
 
     def _build_cache(self) -> None:
+        # Under DDP Lightning calls prepare_data on one process per machine (prepare_data_per_node, the default) or
+        # one in all (False), then holds the others at a barrier; their setup then finds the cache complete. Other
+        # processes that build the same folder at the same time (separate jobs) wait on the cache's build lock.
         media = [it for it in self.items() if not it.is_physiology]
-        report = self.cache().build(self.reader, media, progress=self.progress, workers=self.workers)
+        cache = self.cache()
+        report = cache.build(self.reader, media, progress=self.progress, workers=self.workers)
         self.problems.extend(report.problems)
+        if self.progress and (report.built or report.skipped):
+            print(f"[data] {self.corpus}: cached {report.built} item(s) ({report.skipped} left out) in {cache.root}")
 
     @property
     def physiology_only(self) -> bool:
@@ -359,6 +393,9 @@ class ClipDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
+            return
+        if self.shards:
+            self._setup_shards(stage)
             return
         if self.physiology_only:
             self._setup_physiology(stage)
@@ -449,11 +486,45 @@ class ClipDataModule(pl.LightningDataModule):
             raise CorpusError(self.root, f"corpus {self.corpus!r} has no samples in the {split!r} split")
         return self.datasets[split]
 
+    def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """`{num_replicas, rank}` when the attached trainer runs several processes (DDP, FSDP), else None."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return trainer.distributed_sampler_kwargs
+
+    def _eval_sampler(self, dataset: Dataset, split: str) -> Sampler | None:
+        """Under several processes, every evaluation sample on exactly one of them.
+
+        Lightning's default for val/test is a DistributedSampler that pads the ranks to equal length with repeated
+        samples, which the metrics would then count twice. The unrepeated sampler leaves the ranks off by at most one
+        sample, which evaluation allows (no collective runs per batch; torchmetrics and the logged means sync once at
+        the epoch's end), and Lightning keeps a sampler that is already a DistributedSampler as it is.
+        """
+        kwargs = self._distributed_sampler_kwargs()
+        if kwargs is None:
+            return None
+        if len(dataset) < kwargs["num_replicas"]:
+            raise CorpusError(
+                self.root,
+                f"the {split!r} split has {len(dataset)} sample(s), fewer than the {kwargs['num_replicas']} processes "
+                "that evaluate it (each needs at least one); evaluate it on fewer devices",
+            )
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.shards:
+            return self._shard_loader(split, shuffle)
         dataset = self._dataset(split)
         sampler = None
         if shuffle and self.balanced_sampling and isinstance(dataset, ClipDataset):
             sampler = WeightedRandomSampler(balanced_weights(dataset.labels), len(dataset), replacement=True)
+        elif not shuffle:
+            sampler = self._eval_sampler(dataset, split)
+        # Under DDP Lightning gives each training process 1/world_size of the samples: whether the last partial batch
+        # is dropped depends on that share (a share smaller than one batch would otherwise train on nothing).
+        replicas = (self._distributed_sampler_kwargs() or {}).get("num_replicas", 1)
+        share = -(-len(dataset) // replicas)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -461,7 +532,7 @@ class ClipDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            drop_last=shuffle and share > self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -481,6 +552,122 @@ class ClipDataModule(pl.LightningDataModule):
         if self.mix is not None and trainer is not None and trainer.training:
             batch = self.mix(batch)
         return batch
+
+    # -- shards (`data.shards`): the splits streamed from a shard set instead of the corpus and the cache --------
+    def _setup_shards(self, stage: str | None) -> None:
+        from stress_lightning.data.shards import MANIFEST, ShardedClipDataset, ShardError, check_manifest, join
+
+        manifest = self.shard_manifest
+        check_manifest(
+            manifest,
+            self.shards,
+            self.expression_classes,
+            self.stress_levels,
+            self._geometry(),
+            {key: getattr(self.preprocessing, key) for key in ("detector", "detect_every", "face_margin", "no_face")},
+        )
+        where = join(self.shards, MANIFEST)
+        if self.balanced_sampling:
+            raise ShardError(
+                where,
+                "balanced_sampling needs a sampler over the whole split, a streamed split has none: set "
+                "data.init_args.balanced_sampling false or train from the cache",
+            )
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        # Every rank must shuffle alike for litdata to hand each its own part: the run's seed, not a per-rank one.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        for split in SPLITS:
+            entry = manifest["splits"].get(split)
+            if split not in self.splits or entry is None:
+                continue
+            self.stats[split] = SamplingStats(clips=int(entry["clips"]), stills=int(entry["stills"]))
+            samples = int(entry["samples"])
+            if samples == 0:
+                continue
+            train = split == "train"
+            if not train and samples < world:
+                raise ShardError(
+                    where,
+                    f"the {split!r} split has {samples} sample(s), fewer than the {world} processes that "
+                    "evaluate it (each needs at least one); evaluate it on fewer devices",
+                )
+            # Training: whole batches, equal on every rank (None lets litdata decide: True under DDP). Evaluation:
+            # every sample exactly once, the ranks may differ by a few (no collective runs per evaluation batch).
+            drop_last = (True if samples > self.batch_size * world else None) if train else False
+            transform = face_train_transform(self.augment_preset) if (train and self.augment) else None
+            self.datasets[split] = ShardedClipDataset(
+                self.shards,
+                split,
+                shuffle=train,
+                seed=seed,
+                drop_last=drop_last,
+                face_transform=transform,
+                roi_augment=train and self.augment,
+                storage_options=self.shard_storage_options,
+                manifest=manifest,
+            )
+        if "train" not in self.datasets and stage in (None, "fit"):
+            raise ShardError(where, "has no train samples (write them with `data shards --splits train ...`)")
+        if self.progress:
+            for split in SPLITS:
+                entry = manifest["splits"].get(split)
+                if split in self.datasets and entry is not None:
+                    print(
+                        f"[data] {self.corpus} {split}: {entry['samples']} samples ({entry['clips']} clips, "
+                        f"{entry['stills']} images) from shards {self.shards}; expression {entry['expression']}"
+                    )
+
+    def _geometry(self) -> dict[str, float | int]:
+        from stress_lightning.data.shards import geometry_of
+
+        return geometry_of(self)
+
+    def _shard_loader(self, split: str, shuffle: bool) -> DataLoader:
+        from stress_lightning.data.shards import MANIFEST, ShardError, join, shard_loader
+
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets.get(split)
+        if dataset is None:
+            raise ShardError(join(self.shards, MANIFEST), f"has no samples in the {split!r} split")
+        batch_size = self.batch_size
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        if not (split == "train" and shuffle) and world > 1:
+            # litdata deals an evaluation stream to the ranks in whole batches, the remainder to the last rank: with
+            # fewer batches than ranks a rank would get none (and Lightning stops). Smaller batches then.
+            samples = int(self.shard_manifest["splits"][split]["samples"])
+            batch_size = max(1, min(batch_size, samples // world))
+        loader = shard_loader(dataset, batch_size, self.num_workers)
+        if split == "train" and shuffle:
+            self._shard_train_loader = loader
+            resume, self._shard_resume = self._shard_resume, None
+            if resume is not None and "loader" in resume:
+                loader.resume(resume["loader"])  # the interrupted epoch goes on where it stopped
+            elif resume is not None:
+                loader.current_epoch = int(resume["epoch"])  # the next epoch shuffles as the uninterrupted run did
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """With shards: where the training stream stands, for a fit resumed mid-epoch to finish the epoch (not start
+        it again). Counted in the batches the trainer consumed: Lightning fetches one ahead, so the loader's own
+        state would skip a batch (see `ShardLoader`)."""
+        loader = self._shard_train_loader
+        trainer = getattr(self, "trainer", None)
+        if loader is None or trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        batches = int(progress.current.processed)
+        finished = progress.is_last_batch or batches >= trainer.num_training_batches
+        state: dict[str, Any] = {"epoch": int(loader.current_epoch)}
+        if 0 < batches and not finished:
+            state["loader"] = loader.state_after(batches)
+        return {"shards_train": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Called before the loaders exist (Lightning restores the datamodule first): kept until train_dataloader().
+        self._shard_resume = state_dict.get("shards_train")
 
 
 def balanced_weights(labels: ClipLabels) -> torch.Tensor:
