@@ -75,7 +75,8 @@ class StressLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         # Before anything is built: an MLflow logger's client opens a database store as it is constructed, and a
         # failure inside jsonargparse's instantiation would surface as "does not validate against any of the Union
-        # subtypes". Probe each configured MLflow store first and fail with its name.
+        # subtypes". Probe each configured MLflow store first and fail with its name. Every DDP rank probes, though
+        # only rank 0 logs: a rank that went on alone would wait for the failed ones at the process-group rendezvous.
         config = self.config[self.subcommand] if self.subcommand else self.config
         for uri in _configured_tracking_uris(config):
             check_tracking_reachable(uri)

@@ -13,9 +13,12 @@ change in any of them gets a new folder instead of stale arrays.
 - **Still items** (`stills/chunk_XXXXX.*`): face crops of up to `STILL_CHUNK` images per chunk file.
 
 Everything is written to a temporary name and renamed into place, so a run that dies mid-way keeps every finished
-session and chunk and never leaves one that reads as valid. Bad input is reported by path (`CacheReport`); with
-`on_error="skip"` the item is left out and the run goes on, with `"fail"` the first problem raises after the
-work in flight has been saved.
+session and chunk and never leaves one that reads as valid. One process builds a cache folder at a time: a builder
+holds an OS file lock (`.build.lock` in the folder, released when its process ends, however it ends); a second one
+(another rank, job or machine on shared storage) waits for it, then builds only what is still missing.
+
+Bad input is reported by path (`CacheReport`); with `on_error="skip"` the item is left out and the run goes on,
+with `"fail"` the first problem raises after the work in flight has been saved.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from stress_lightning.data.corpora.base import Corpus
@@ -47,6 +53,7 @@ STILL_CHUNK = 1024
 MAX_GAP_S = 0.25
 
 CHUNK_NAME = re.compile(r"chunk_(\d+)\.json")
+BUILD_LOCK = ".build.lock"
 
 NoFacePolicy = Literal["whole_image", "skip", "fail"]
 
@@ -156,19 +163,56 @@ class ClipCache:
         return found
 
     # -- building -----------------------------------------------------------------------------------------
-    def build(self, corpus: Corpus, items: Sequence[Item], progress: bool = True, workers: int = 1) -> CacheReport:
-        """Cache every item not cached yet, in `workers` processes. Returns what was found.
-
-        With the corpus' on_error="fail" a bad item raises its CorpusError once the work in flight is saved.
-        """
+    def _missing(self, corpus: Corpus, items: Sequence[Item]) -> tuple[list[Item], list[Item]]:
+        """(videos, stills) of `items` not cached yet, leaving out those a previous build reported (on_error=skip)."""
         failed = self.failed_items() if corpus.on_error == "skip" else set()
         videos = [it for it in items if not it.is_still and not self.is_cached(it) and it.item_id not in failed]
         index = self.still_index(refresh=True)
         stills = [it for it in items if it.is_still and it.item_id not in index and it.item_id not in failed]
+        return videos, stills
+
+    @contextmanager
+    def build_lock(self) -> Iterator[None]:
+        """Hold the folder's build lock (waiting, with a message, while another process holds it).
+
+        An OS lock (flock) on `<root>/.build.lock`: the kernel releases it when the holder dies, so a killed build
+        never blocks the next one. On network file systems it needs working locks (NFSv4; Lustre mounted with
+        `flock`).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / BUILD_LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"[cache] {self.root}: another process is building this cache; waiting for it", file=sys.stderr)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def build(self, corpus: Corpus, items: Sequence[Item], progress: bool = True, workers: int = 1) -> CacheReport:
+        """Cache every item not cached yet, in `workers` processes. Returns what was found (what this call built).
+
+        With the corpus' on_error="fail" a bad item raises its CorpusError once the work in flight is saved. Several
+        processes may call it for the same folder at once: one builds while the others wait (`build_lock`), and
+        each then builds only what is still missing, so nothing is decoded twice and no chunk number is taken twice.
+        """
         report = CacheReport()
+        videos, stills = self._missing(corpus, items)
         if not videos and not stills:
             return report
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self.build_lock():
+            # What another builder finished while this one waited for the lock is not built again.
+            videos, stills = self._missing(corpus, items)
+            if not videos and not stills:
+                return report
+            return self._build(corpus, videos, stills, progress, workers)
+
+    def _build(
+        self, corpus: Corpus, videos: list[Item], stills: list[Item], progress: bool, workers: int
+    ) -> CacheReport:
+        report = CacheReport()
         (self.root / "preprocessing.json").write_text(json.dumps(asdict(self.preprocessing), indent=2))
         # After every chunk on disk, also those whose images all failed (they hold no index entry).
         next_chunk = 1 + max((c for c, _ in self._chunk_files()), default=-1)

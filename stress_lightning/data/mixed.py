@@ -19,7 +19,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
 from stress_lightning.data.datamodules import ClipDataModule
 from stress_lightning.data.errors import CorpusError
@@ -41,6 +41,7 @@ SHARED_ARGUMENTS: tuple[str, ...] = (
     "roi_size",
     "progress",
     "workers",
+    "prepare_data_per_node",
 )
 
 
@@ -60,22 +61,46 @@ class Tagged(Dataset):
         return sample
 
 
-class CorpusBatchSampler(Sampler[list[int]]):
-    """Batches over a `ConcatDataset` that never cross a corpus boundary, corpus after corpus, in order."""
+class CorpusBatchSampler(BatchSampler):
+    """Batches over a `ConcatDataset` that never cross a corpus boundary, corpus after corpus, in order.
 
-    def __init__(self, sizes: Sequence[int], batch_sizes: Sequence[int]) -> None:
+    `sampler` only tells which process this is. Under DDP Lightning re-creates every `BatchSampler` with a
+    DistributedSampler as its `sampler` argument; this process then takes every `num_replicas`-th batch from its
+    `rank` on, so each sample is evaluated on exactly one process and none is repeated to even out the processes
+    (they may differ by a batch, which evaluation allows). Any other sampler (None, Lightning's SequentialSampler):
+    every batch, in order.
+    """
+
+    def __init__(self, sizes: Sequence[int], batch_sizes: Sequence[int], sampler: Sampler | None = None) -> None:
         self.sizes = list(sizes)
         self.batch_sizes = list(batch_sizes)
+        super().__init__(range(sum(self.sizes)) if sampler is None else sampler, max(self.batch_sizes), False)
+        self.rank, self.num_replicas = 0, 1
+        if isinstance(sampler, DistributedSampler):
+            self.rank, self.num_replicas = int(sampler.rank), int(sampler.num_replicas)
+        total = sum(-(-size // batch) for size, batch in zip(self.sizes, self.batch_sizes, strict=True))
+        if total < self.num_replicas:
+            # A process without a batch would not log the epoch's losses the others synchronise, and they would hang.
+            raise ValueError(
+                f"the mixed run's evaluation has {total} batch(es) for {self.num_replicas} processes; each needs at "
+                "least one: evaluate on fewer devices or with smaller batches"
+            )
+        self._batches = range(self.rank, total, self.num_replicas)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _all_batches(self) -> Iterator[list[int]]:
         offset = 0
         for size, batch in zip(self.sizes, self.batch_sizes, strict=True):
             for start in range(0, size, batch):
                 yield list(range(offset + start, offset + min(start + batch, size)))
             offset += size
 
+    def __iter__(self) -> Iterator[list[int]]:
+        for k, batch in enumerate(self._all_batches()):
+            if k % self.num_replicas == self.rank:
+                yield batch
+
     def __len__(self) -> int:
-        return sum(-(-size // batch) for size, batch in zip(self.sizes, self.batch_sizes, strict=True))
+        return len(self._batches)
 
 
 class MixedDataModule(pl.LightningDataModule):
@@ -90,7 +115,8 @@ class MixedDataModule(pl.LightningDataModule):
         train_mode: how the training `CombinedLoader` walks corpora of different lengths: `max_size_cycle` (an
             epoch is the longest corpus, shorter ones restart), `min_size` (the shortest) or `max_size` (the
             longest; exhausted corpora drop out of the step).
-        progress, workers: as in `ClipDataModule`.
+        progress, workers, prepare_data_per_node: as in `ClipDataModule` (the corpora share the cache folder, so
+            Lightning's flag is set once, for them all).
     """
 
     def __init__(
@@ -108,8 +134,11 @@ class MixedDataModule(pl.LightningDataModule):
         train_mode: Literal["max_size_cycle", "min_size", "max_size"] = "max_size_cycle",
         progress: bool = True,
         workers: int = 2,
+        prepare_data_per_node: bool = True,
     ) -> None:
         super().__init__()
+        # Lightning reads this flag from the data module it is given, this one: the corpora's own are the same.
+        self.prepare_data_per_node = bool(prepare_data_per_node)
         if not corpora:
             raise ValueError("data.corpora: name at least one corpus")
         self.expression_classes = list(check_classes(expression_classes or BASIC_EXPRESSIONS, "expression_classes"))
@@ -126,11 +155,16 @@ class MixedDataModule(pl.LightningDataModule):
             "roi_size": roi_size,
             "progress": progress,
             "workers": workers,
+            "prepare_data_per_node": self.prepare_data_per_node,
         }
         self.modules: dict[str, ClipDataModule] = {}
         for name, arguments in corpora.items():
             if not name or not all(c.isalnum() or c in "_-" for c in name):
                 raise ValueError(f"data.corpora: corpus name {name!r} must be letters, digits, '_' or '-'")
+            if (arguments or {}).get("shards"):
+                # The multi-corpus evaluation loader indexes each corpus' dataset directly; streamed shards have no
+                # random access. Shards serve single-corpus runs (docs/SHARDS.md).
+                raise ValueError(f"data.corpora.{name}: shards are not supported in a multi-corpus run; read the cache")
             clash = sorted(set(arguments or {}) & set(SHARED_ARGUMENTS))
             if clash:
                 raise ValueError(

@@ -156,6 +156,8 @@ class ExportCallback(RunAwareCallback):
         fail_on_error: raise on a failed export or parity check instead of recording it.
     """
 
+    runs_model = True
+
     def __init__(
         self,
         atol: float = 1e-3,

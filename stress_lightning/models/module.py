@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, PearsonCorrCoef
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, PearsonCorrCoef
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -21,13 +24,24 @@ from torchmetrics.classification import (
 
 from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS, STRESS_LEVELS, check_classes
 from stress_lightning.models.losses import hrv_log_loss, masked_mean, spectral_hr_loss
-from stress_lightning.models.metrics import BalancedAccuracy
+from stress_lightning.models.metrics import BalancedAccuracy, BatchWeightedMeans
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.outputs import TABLE_OUTPUTS
 
 STAGES = ("train", "val", "test")
+TASKS = ("expression", "hr", "stress")
 EVAL_OUTPUT_KEYS = ("expression_pred", "expression_true", "stress_pred", "stress_true", "hr_pred_bpm", "hr_true_bpm")
+# Per task, the keys of `last_eval_outputs` that hold its labelled samples (and share its sample order).
+_EVAL_TASK_KEYS = {
+    "expression": ("expression_pred", "expression_true"),
+    "stress": ("stress_pred", "stress_true"),
+    "hr": ("hr_pred_bpm", "hr_true_bpm"),
+}
+# A clip's place in the evaluation: corpus_index * _ORDER_STRIDE + clip_index (clip_index is per corpus dataset).
+_ORDER_STRIDE = 1 << 40
 DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0}
+# Epoch-mean losses, logged as `{stage}/{name}`: the weighted total and each task's.
+LOSS_NAMES = ("loss", *(f"loss_{task}" for task in DEFAULT_LOSS_WEIGHTS))
 
 
 def _task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricCollection]:
@@ -62,6 +76,61 @@ def _task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricColl
 def _metric_key(stage: str, scope: str, task: str) -> str:
     """ModuleDict key of a metric collection ('.' is not allowed there; corpus names may hold '-')."""
     return f"{stage}_{scope}_{task}" if scope else f"{stage}_{task}"
+
+
+def _distributed() -> bool:
+    """True inside a process group of more than one rank (DDP, FSDP: torchmetrics syncs over the same group)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag OR-ed over every rank (unchanged in a single process): one all-reduce for all of them."""
+    if not flags or not _distributed():
+        return list(flags)
+    tensor = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
+
+
+def _compute(metric: Metric | MetricCollection, updated_here: bool) -> Any:
+    """`metric.compute()` (over every rank under DDP), quiet where only other ranks updated it."""
+    with warnings.catch_warnings():
+        if not updated_here:
+            # This rank's states are empty; the synced ones are not.
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+        return metric.compute()
+
+
+def _gather_eval_buffers(buffer: dict[str, list[np.ndarray]]) -> list[dict[str, list[np.ndarray]]]:
+    """Every rank's evaluation buffer, in rank order (just this one in a single process)."""
+    if not _distributed():
+        return [buffer]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    # Variable lengths per rank and small arrays (a few numbers per clip): pickled objects are the simple way.
+    dist.all_gather_object(gathered, dict(buffer))
+    return gathered
+
+
+def _merge_eval_buffers(buffers: list[dict[str, list[np.ndarray]]]) -> tuple[dict[str, np.ndarray], int, int]:
+    """(`last_eval_outputs` of a stage, samples evaluated, samples evaluated more than once) from every rank's
+    buffer. Each task's arrays are put back into dataset order where every sample says where it is (`clip_index`),
+    so a plot over clips reads as on one process whatever the number of ranks."""
+
+    def joined(key: str) -> np.ndarray:
+        parts = [part for b in buffers for part in b.get(key, [])]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    outputs = {key: joined(key) for key in EVAL_OUTPUT_KEYS}
+    for task, keys in _EVAL_TASK_KEYS.items():
+        order = joined(f"{task}_order")
+        if len(order) == len(outputs[keys[0]]) and len(order) and (order >= 0).all():
+            index = np.argsort(order, kind="stable")
+            for key in keys:
+                outputs[key] = outputs[key][index]
+    samples = int(joined("samples").sum())
+    seen = joined("order")
+    repeated = int(len(seen) - len(np.unique(seen))) if len(seen) and (seen >= 0).all() else 0
+    return outputs, samples, repeated
 
 
 class MultiTaskStressModule(pl.LightningModule):
@@ -138,6 +207,13 @@ class MultiTaskStressModule(pl.LightningModule):
                 for task, collection in _task_metrics(len(self.expression_names), len(self.stress_names)).items()
             }
         )
+        # Epoch means of the losses (LOSS_NAMES) weighted by batch size, computed and logged at the epoch's end with
+        # the metrics, exact over ranks that evaluate different numbers of samples (the unrepeated evaluation
+        # sampler). Not Lightning's `self.log(..., on_epoch=True, sync_dist=True)` from the steps: its mean floors an
+        # integer sample count then (Lightning issue #21859: with 8 and 7 clips on two ranks every loss came out 15/14
+        # too high), and at the end of a training epoch its progress bar all-reduces such values on rank 0 alone,
+        # before this module's epoch-end collectives run on every rank, which then hang (Lightning issue #21264).
+        self.loss_means = nn.ModuleDict({f"{stage}_losses": BatchWeightedMeans(len(LOSS_NAMES)) for stage in STAGES})
         self.last_eval_outputs: dict[str, dict[str, np.ndarray]] = {}
         self._eval_buffer: dict[str, list[np.ndarray]] = defaultdict(list)
 
@@ -244,12 +320,13 @@ class MultiTaskStressModule(pl.LightningModule):
             if stage != "train":
                 self._collect(out, sub)
         losses = self._pooled_losses(parts)
-        # The fixed name `{stage}/loss` is the epoch mean; training also shows the running step loss.
-        self.log(f"{stage}/loss", losses["total"], on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        # The fixed name `{stage}/loss` is the epoch mean (logged at the epoch's end, over every rank's samples);
+        # training also shows the running step loss, this rank's own (a collective per step for a progress-bar figure
+        # is not worth it).
+        values = torch.stack([losses["total"], *(losses[task] for task in DEFAULT_LOSS_WEIGHTS)])
+        self.loss_means[f"{stage}_losses"].update(values, batch_size)
         if stage == "train":
             self.log("train/loss_step", losses["total"], on_step=True, on_epoch=False, prog_bar=True)
-        for task in DEFAULT_LOSS_WEIGHTS:
-            self.log(f"{stage}/loss_{task}", losses[task], on_step=False, on_epoch=True, batch_size=batch_size)
         return losses["total"]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -273,6 +350,14 @@ class MultiTaskStressModule(pl.LightningModule):
     # -- epoch ends ----------------------------------------------------------------------------------------
     def _collect(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         buf = self._eval_buffer
+        size = int(batch["stress_mask"].shape[0])
+        buf["samples"].append(np.asarray([size]))
+        # Where each sample sits in the evaluation (-1: unknown), to restore dataset order across ranks.
+        order = np.full(size, -1, dtype=np.int64)
+        if "clip_index" in batch:
+            corpus = batch["corpus_index"].cpu().numpy().astype(np.int64) if "corpus_index" in batch else 0
+            order = corpus * _ORDER_STRIDE + batch["clip_index"].cpu().numpy().astype(np.int64)
+        buf["order"].append(order)
         tasks = [("stress_mask", "stress_logits", "stress")]
         if "expression_logits" in out:
             tasks.append(("expression_mask", "expression_logits", "expression"))
@@ -280,27 +365,57 @@ class MultiTaskStressModule(pl.LightningModule):
             m = batch[mask_key].cpu().numpy()
             buf[f"{name}_pred"].append(out[logits].argmax(1).detach().cpu().numpy()[m])
             buf[f"{name}_true"].append(batch[name].cpu().numpy()[m])
+            buf[f"{name}_order"].append(order[m])
         if "hr_bpm" not in out:
             return
         m = batch["hr_mask"].cpu().numpy()
         buf["hr_pred_bpm"].append(out["hr_bpm"].detach().cpu().numpy()[m])
         buf["hr_true_bpm"].append(batch["hr_bpm"].cpu().numpy()[m])
+        buf["hr_order"].append(order[m])
 
     def _finish_epoch(self, stage: str) -> None:
-        for scope in ["", *(self.corpora if len(self.corpora) > 1 else [])]:
-            for task in ("expression", "hr", "stress"):
-                collection = self.metrics[_metric_key(stage, scope, task)]
-                if any(metric.update_called for metric in collection.values()):
-                    values = collection.compute()
-                    self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=stage != "train" and not scope)
-                collection.reset()
+        pairs = [
+            (scope, _metric_key(stage, scope, task))
+            for scope in ["", *(self.corpora if len(self.corpora) > 1 else [])]
+            for task in TASKS
+        ]
+        loss_means = self.loss_means[f"{stage}_losses"]
+        local = [any(metric.update_called for metric in self.metrics[key].values()) for _, key in pairs]
+        local.append(loss_means.update_called)
+        # Under DDP, compute() is a collective (torchmetrics gathers the states of every rank): a metric is computed
+        # on every rank when any rank updated it, else a rank that saw no labelled sample of a task would skip the
+        # gather the others wait in. Then every rank logs the same keys in the same order.
+        anywhere = _any_rank(local, self.device)
+        for (scope, key), updated, here in zip(pairs, anywhere[:-1], local[:-1], strict=True):
+            collection = self.metrics[key]
+            if updated:
+                values = _compute(collection, here)
+                self._log_synced({k: v.float() for k, v in values.items()}, prog_bar=stage != "train" and not scope)
+            collection.reset()
+        if anywhere[-1]:
+            names = [f"{stage}/{name}" for name in LOSS_NAMES]
+            means = dict(zip(names, _compute(loss_means, local[-1]), strict=True))
+            self._log_synced({f"{stage}/loss": means.pop(f"{stage}/loss")}, prog_bar=True)
+            self._log_synced(means, prog_bar=False)
+        loss_means.reset()
         if stage != "train":
-            # Every key, empty where no batch had the task (a physiology-only corpus has no expression or HR).
-            buffer = self._eval_buffer
-            self.last_eval_outputs[stage] = {
-                k: np.concatenate(buffer[k]) if buffer.get(k) else np.empty(0) for k in EVAL_OUTPUT_KEYS
-            }
+            # Every key, empty where no batch had the task (a physiology-only corpus has no expression or HR); under
+            # DDP every rank's samples, so the plots (drawn on rank 0) show each evaluated sample once.
+            outputs, samples, repeated = _merge_eval_buffers(_gather_eval_buffers(self._eval_buffer))
+            self.last_eval_outputs[stage] = outputs
             self._eval_buffer.clear()
+            if _distributed() and not self.trainer.sanity_checking:
+                rank_zero_info(f"{stage}: {samples} samples evaluated over {dist.get_world_size()} processes")
+            if repeated:
+                rank_zero_warn(
+                    f"{stage}: {repeated} of {samples} samples were evaluated more than once (a distributed sampler "
+                    "that pads ranks with repeated samples); the metrics count them twice"
+                )
+
+    def _log_synced(self, values: dict[str, torch.Tensor], prog_bar: bool) -> None:
+        # The values are already the same on every rank (computed over all of them): sync_dist only tells Lightning
+        # so (it warns about epoch-level values without it), and one value per rank of equal weight averages to itself.
+        self.log_dict(values, prog_bar=prog_bar, sync_dist=True, batch_size=1)
 
     def on_train_epoch_end(self) -> None:
         self._finish_epoch("train")
@@ -311,11 +426,17 @@ class MultiTaskStressModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_epoch("test")
 
+    # An epoch cut short (an exception, a KeyboardInterrupt caught by Lightning) leaves its updates behind.
+    def on_train_epoch_start(self) -> None:
+        self.loss_means["train_losses"].reset()
+
     def on_validation_epoch_start(self) -> None:
         self._eval_buffer.clear()
+        self.loss_means["val_losses"].reset()
 
     def on_test_epoch_start(self) -> None:
         self._eval_buffer.clear()
+        self.loss_means["test_losses"].reset()
 
     # -- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -339,7 +460,7 @@ class MultiTaskStressModule(pl.LightningModule):
         phases = getattr(scheduler, "_schedule_phases", None)
         if not phases or total <= scheduler.last_epoch:
             return
-        pl.utilities.rank_zero_info(
+        rank_zero_info(
             f"Resumed fit: the one-cycle learning-rate schedule ends at step {total} instead of {scheduler.total_steps}"
         )
         scheduler.total_steps = total

@@ -7,7 +7,8 @@ Contract with the LightningModule (`stress_lightning.models.module`):
 - `pl_module.last_eval_outputs[stage]` for stage in {"val", "test"}: dict of 1-D numpy arrays for the last
   finished evaluation epoch of that stage, each task's arrays holding only its labelled samples:
   `expression_pred`, `expression_true`, `stress_pred`, `stress_true` (class indices), `hr_pred_bpm`,
-  `hr_true_bpm`.
+  `hr_true_bpm`. Under DDP they hold every rank's samples (gathered at the epoch's end, in dataset order), so the
+  plots drawn on rank 0 cover the whole split.
 - `pl_module.expression_names`, `pl_module.stress_names`: class names in index order.
 - `pl_module.net`: the MultiTaskNet; `pl_module.example_input(batch_size) -> (frames, roi)` tensors.
 """
@@ -71,8 +72,24 @@ def find_mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
 
 
+def sharded_strategy(trainer: Trainer) -> str | None:
+    """The name of the trainer's strategy when it shards the model's parameters across ranks (FSDP, model
+    parallel), else None."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    strategy = getattr(trainer, "strategy", None)
+    return type(strategy).__name__ if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) else None
+
+
 class RunAwareCallback(Callback):
-    """Shared plumbing: locate the MLflow run on rank 0 and warn once when there is none."""
+    """Shared plumbing: locate the MLflow run on rank 0 and warn once when there is none.
+
+    `runs_model`: the callback runs the in-memory network on rank 0 alone (export, registry). Under a strategy that
+    shards the parameters that would gather them in a collective the other ranks never join (a hang), so such a
+    callback does nothing there and says how to export and register from the full checkpoint instead.
+    """
+
+    runs_model = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +97,15 @@ class RunAwareCallback(Callback):
 
     def _run(self, trainer: Trainer) -> tuple[MlflowClient, str] | None:
         if not trainer.is_global_zero:
+            return None
+        sharded = sharded_strategy(trainer) if self.runs_model else None
+        if sharded is not None:
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or "<best checkpoint>"
+            rank_zero_warn(
+                f"{type(self).__name__}: skipped under {sharded} (each rank holds only a shard of the model); export "
+                "and register from the full checkpoint on one device: stress-lightning test --config <experiment> "
+                f"--trainer conf/trainer/gpu.yaml --ckpt_path {best}"
+            )
             return None
         logger = find_mlflow_logger(trainer)
         if logger is None:
@@ -102,6 +128,16 @@ DATASET_CONTEXTS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def _corpus_source(name: str, module: Any) -> DatasetSource:
+    shards = getattr(module, "shards", None)
+    if shards:
+        # A run streamed from shards never reads the corpus folder (it may not exist on this machine): the shard set
+        # is the data's location.
+        if "://" in str(shards):
+            scheme = str(shards).split("://", 1)[0]
+            if scheme in {"s3", "gs"}:
+                return get_dataset_source_from_json(json.dumps({"uri": str(shards)}), source_type=scheme)
+            return CodeDatasetSource({"corpus": name, "shards": str(shards)})
+        return get_dataset_source_from_json(json.dumps({"uri": str(Path(shards).resolve())}), source_type="local")
     root = getattr(module, "root", None)
     if root is None:
         # A datamodule that does not say where its corpus lives: name it, no location.
@@ -277,6 +313,8 @@ class RegistryCallback(RunAwareCallback):
     Put it after ExportCallback in `trainer.callbacks`: promotion requires the run tags in `require_tags`
     (by default `export.onnx.status=ok`, set by ExportCallback).
     """
+
+    runs_model = True
 
     def __init__(
         self,

@@ -14,13 +14,14 @@ import tempfile
 import time
 from argparse import Namespace
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse, urlunparse
 
 import mlflow
 import yaml
+from filelock import FileLock
 from lightning.fabric.utilities.logger import _add_prefix, _convert_params, _flatten_dict
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -260,6 +261,15 @@ def _database_store(uri: str, artifact_root: str | None) -> Any:
     return SqlAlchemyStore(uri, root)
 
 
+def _store_creation_lock(uri: str) -> Any:
+    """A lock beside a SQLite store's file while it may be created: every DDP rank builds a logger, and two processes
+    creating the schema of a new database at once fail in its migrations (torchrun and SLURM start ranks together)."""
+    if _scheme(uri) != "sqlite":
+        return nullcontext()
+    path = _sqlite_path(uri)
+    return FileLock(path.with_name(path.name + ".lock"))
+
+
 def _experiment_tag(key: str, value: str) -> Any:
     from mlflow.entities import ExperimentTag
 
@@ -304,19 +314,21 @@ class StressMLFlowLogger(MLFlowLogger):
         probe_timeout_s: float = 5.0,
     ) -> None:
         uri = resolve_tracking_uri(tracking_uri)
-        if is_database_uri(uri) and _scheme(uri) == "sqlite":
-            # Create a new embedded store with our artifact root before MLflow creates it with ./mlruns.
-            _database_store(uri, artifact_root)
-        super().__init__(
-            experiment_name=experiment_name,
-            run_name=run_name,
-            tracking_uri=uri,
-            tags=tags,
-            log_model=log_model,
-            prefix=prefix,
-            run_id=run_id,
-            synchronous=synchronous,
-        )
+        # Lightning's logger opens the store in every process (its MlflowClient does), though only rank 0 logs.
+        with _store_creation_lock(uri):
+            if is_database_uri(uri) and _scheme(uri) == "sqlite":
+                # Create a new embedded store with our artifact root before MLflow creates it with ./mlruns.
+                _database_store(uri, artifact_root)
+            super().__init__(
+                experiment_name=experiment_name,
+                run_name=run_name,
+                tracking_uri=uri,
+                tags=tags,
+                log_model=log_model,
+                prefix=prefix,
+                run_id=run_id,
+                synchronous=synchronous,
+            )
         self._artifact_root = artifact_root
         # Absolute now, so a later chdir does not move the pending files.
         self._spool_dir = Path(spool_dir or DEFAULT_SPOOL_DIR).resolve()
