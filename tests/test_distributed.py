@@ -222,7 +222,6 @@ def _rank_buffer(clips: list[int], hr_labelled: list[bool]) -> dict[str, list[np
     order = np.asarray(clips, dtype=np.int64)
     mask = np.asarray(hr_labelled)
     return {
-        "samples": [np.asarray([len(clips)])],
         "order": [order],
         "hr_pred_bpm": [10.0 * order[mask]],
         "hr_true_bpm": [10.0 * order[mask]],

@@ -40,6 +40,16 @@ class ClipSpec:
         )
 
 
+def clip_window(
+    faces: np.ndarray, roi: np.ndarray, start: int, roi_frames: int, face_offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's arrays from a cached video's (`ClipCache.load_video`): the face window [Tf, S, S, 3] (a copy) at
+    `face_offsets` (`ClipSpec.face_offsets`) around the ROI window's centre, and the ROI window [Tr, 3, R, R] (a view
+    of the memory map) starting at `start`. The one definition of a clip that the dataset and the shards share."""
+    centre = start + roi_frames // 2
+    return faces[centre + face_offsets], roi[start : start + roi_frames]
+
+
 @dataclass(frozen=True)
 class ClipLabels:
     item: np.ndarray  # index into the item list

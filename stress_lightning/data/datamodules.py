@@ -21,7 +21,15 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from stress_lightning.data.cache import ClipCache, Preprocessing
-from stress_lightning.data.clips import ClipLabels, ClipSpec, SamplingStats, class_counts, sample_clips, stress_over
+from stress_lightning.data.clips import (
+    ClipLabels,
+    ClipSpec,
+    SamplingStats,
+    class_counts,
+    clip_window,
+    sample_clips,
+    stress_over,
+)
 from stress_lightning.data.corpora.base import Corpus, build_corpus, cardiac_coverage_problems
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import SPLITS, Item, PhysiologySeries, Problem
@@ -86,10 +94,10 @@ class ClipDataset(Dataset):
             roi = torch.zeros(self.spec.roi_frames, 3, self.roi_size, self.roi_size)
         else:
             video = self._video(i)
-            centre = start + self.spec.roi_frames // 2
+            faces, roi = clip_window(video.faces, video.roi, start, self.spec.roi_frames, self.offsets)
             # Copies out of the read-only memory map.
-            roi = torch.from_numpy(np.array(video.roi[start : start + self.spec.roi_frames]))
-            frames = torch.from_numpy(video.faces[centre + self.offsets]).permute(0, 3, 1, 2)
+            roi = torch.from_numpy(np.array(roi))
+            frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
             if self.roi_augment:
                 roi = roi_train_transform(roi)
         if self.face_transform is not None:
@@ -555,7 +563,14 @@ class ClipDataModule(pl.LightningDataModule):
 
     # -- shards (`data.shards`): the splits streamed from a shard set instead of the corpus and the cache --------
     def _setup_shards(self, stage: str | None) -> None:
-        from stress_lightning.data.shards import MANIFEST, ShardedClipDataset, ShardError, check_manifest, join
+        from stress_lightning.data.shards import (
+            MANIFEST,
+            ShardedClipDataset,
+            ShardError,
+            check_manifest,
+            geometry_of,
+            join,
+        )
 
         manifest = self.shard_manifest
         check_manifest(
@@ -563,7 +578,7 @@ class ClipDataModule(pl.LightningDataModule):
             self.shards,
             self.expression_classes,
             self.stress_levels,
-            self._geometry(),
+            geometry_of(self),
             {key: getattr(self.preprocessing, key) for key in ("detector", "detect_every", "face_margin", "no_face")},
         )
         where = join(self.shards, MANIFEST)
@@ -617,11 +632,6 @@ class ClipDataModule(pl.LightningDataModule):
                         f"[data] {self.corpus} {split}: {entry['samples']} samples ({entry['clips']} clips, "
                         f"{entry['stills']} images) from shards {self.shards}; expression {entry['expression']}"
                     )
-
-    def _geometry(self) -> dict[str, float | int]:
-        from stress_lightning.data.shards import geometry_of
-
-        return geometry_of(self)
 
     def _shard_loader(self, split: str, shuffle: bool) -> DataLoader:
         from stress_lightning.data.shards import MANIFEST, ShardError, join, shard_loader

@@ -43,7 +43,7 @@ import litdata  # noqa: E402
 from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
 
 from stress_lightning.data.cache import ClipCache, Preprocessing
-from stress_lightning.data.clips import ClipLabels, ClipSpec
+from stress_lightning.data.clips import ClipLabels, ClipSpec, clip_window
 from stress_lightning.data.items import SPLITS, Item
 from stress_lightning.data.sample import Sample, make_sample
 from stress_lightning.data.transforms import roi_train_transform
@@ -311,9 +311,8 @@ class _ClipRecords:
                     self._videos.popitem(last=False)
             self._videos.move_to_end(i)
             video = self._videos[i]
-            centre = start + self.spec.roi_frames // 2
-            frames = np.ascontiguousarray(video.faces[centre + self.offsets])
-            roi = np.array(video.roi[start : start + self.spec.roi_frames])
+            frames, roi = clip_window(video.faces, video.roi, start, self.spec.roi_frames, self.offsets)
+            frames, roi = np.ascontiguousarray(frames), np.array(roi)
         return {
             "clip_index": int(index),
             # bytes, not str: litdata would store a str that names an existing file as that file's content.

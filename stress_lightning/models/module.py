@@ -127,10 +127,10 @@ def _merge_eval_buffers(buffers: list[dict[str, list[np.ndarray]]]) -> tuple[dic
             index = np.argsort(order, kind="stable")
             for key in keys:
                 outputs[key] = outputs[key][index]
-    samples = int(joined("samples").sum())
+    # One `order` entry per evaluated sample: their count is the samples evaluated.
     seen = joined("order")
     repeated = int(len(seen) - len(np.unique(seen))) if len(seen) and (seen >= 0).all() else 0
-    return outputs, samples, repeated
+    return outputs, len(seen), repeated
 
 
 class MultiTaskStressModule(pl.LightningModule):
@@ -351,7 +351,6 @@ class MultiTaskStressModule(pl.LightningModule):
     def _collect(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         buf = self._eval_buffer
         size = int(batch["stress_mask"].shape[0])
-        buf["samples"].append(np.asarray([size]))
         # Where each sample sits in the evaluation (-1: unknown), to restore dataset order across ranks.
         order = np.full(size, -1, dtype=np.int64)
         if "clip_index" in batch:
