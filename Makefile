@@ -8,7 +8,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
 # Keep the two cores for the work itself rather than for oversubscribed BLAS threads.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv fit fit-faces fit-mixed bench-swell bench-stream test test-slow lint ui bench clean
+.PHONY: venv fit fit-faces fit-mixed bench-swell bench-stream test test-slow docs-bad-inputs lint ui bench clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+# docs/BAD_INPUTS.md from the tests that try each bad input (`make test` fails when it is out of date).
+docs-bad-inputs: $(STAMP)
+	STRESS_UPDATE_BAD_INPUTS=1 $(BIN)/python -m pytest -m "bad_input and not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check stress_lightning tests benchmarks docker

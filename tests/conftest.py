@@ -96,3 +96,13 @@ def store_uri(tmp_path: Path, template_db: Path) -> str:
     """A fresh MLflow SQLite store of the test's own (a copy of the empty template)."""
     shutil.copy(template_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+# The bad-input table (docs/BAD_INPUTS.md): the fixture and the hooks that write and check it.
+from bad_inputs import (  # noqa: E402, F401
+    bad_input,
+    pytest_collection_modifyitems,
+    pytest_deselected,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
