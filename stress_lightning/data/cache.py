@@ -46,6 +46,7 @@ from stress_lightning.data.corpora.base import Corpus
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import Item, Problem, VideoFile
 from stress_lightning.data.video import declared_duration, ends_early, probe_video
+from stress_lightning.storage import OutputFolderError, check_output_folder, describe_write_error, write_error_of
 
 CACHE_VERSION = 2
 STILL_CHUNK = 1024
@@ -116,6 +117,8 @@ class ClipCache:
         fps = f"{preprocessing.fps:g}".replace(".", "p")
         name = f"{corpus}_{fps}fps_face{preprocessing.face_size}_roi{preprocessing.roi_size}_{self.key[:12]}"
         self.root = Path(cache_dir) / name
+        # Free space a build wants before it starts (a full disk mid-build is reported too, by folder).
+        self.min_free_mb = 50.0
         self._still_index: dict[str, tuple[int, int]] | None = None
         self._chunks: dict[int, np.ndarray] = {}
 
@@ -128,14 +131,17 @@ class ClipCache:
             # The index is read once and dropped after each build: refreshing it per item would read every chunk's
             # JSON once per image (hours on AffectNet).
             return item.item_id in self.still_index()
-        return (self.video_dir(item) / "meta.json").is_file()
+        return _complete(self.video_dir(item))
 
     def still_index(self, refresh: bool = False) -> dict[str, tuple[int, int]]:
         """item_id -> (chunk, row) over every finished chunk."""
         if self._still_index is None or refresh:
             index: dict[str, tuple[int, int]] = {}
             for chunk, meta in self._chunk_files():
-                for row, item_id in enumerate(json.loads(meta.read_text())["items"]):
+                entry = _read_chunk(meta)
+                if entry is None:
+                    continue  # incomplete: its items count as not cached and are built again
+                for row, item_id in enumerate(entry["items"]):
                     if item_id is not None:
                         index[item_id] = (chunk, row)
             self._still_index = index
@@ -179,7 +185,7 @@ class ClipCache:
         never blocks the next one. On network file systems it needs working locks (NFSv4; Lustre mounted with
         `flock`).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        check_output_folder(self.root, "the preprocessing cache")
         lock = FileLock(self.root / BUILD_LOCK)
         try:
             lock.acquire(timeout=0)
@@ -210,6 +216,49 @@ class ClipCache:
             return self._build(corpus, videos, stills, progress, workers)
 
     def _build(
+        self, corpus: Corpus, videos: list[Item], stills: list[Item], progress: bool, workers: int
+    ) -> CacheReport:
+        check_output_folder(self.root, "the preprocessing cache", self.min_free_mb)
+        self._remove_leftovers()
+        try:
+            return self._build_items(corpus, videos, stills, progress, workers)
+        except (OSError, RuntimeError) as err:
+            cause = write_error_of(err)
+            if cause is None or isinstance(err, OutputFolderError):
+                raise
+            raise OutputFolderError(
+                self.root,
+                f"cannot write the preprocessing cache: {describe_write_error(cause)}; every item finished before is "
+                "kept and the next run builds only the rest",
+            ) from None
+
+    def _remove_leftovers(self) -> None:
+        """Temporaries of builders that died (killed mid-file) and entries whose files are incomplete. Only called
+        under the build lock: no other builder of this folder is running."""
+        removed = 0
+        for path in list(self.root.glob("**/*.tmp[0-9]*")):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        for meta in list(self.root.glob("videos/**/meta.json")):
+            if not _complete(meta.parent):
+                shutil.rmtree(meta.parent, ignore_errors=True)
+                removed += 1
+        for _chunk, meta in self._chunk_files():
+            if _read_chunk(meta) is None:
+                meta.unlink(missing_ok=True)
+                meta.with_suffix(".npy").unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            print(
+                f"[cache] {self.root}: removed {removed} unfinished or incomplete entries left by a build that "
+                "stopped; they are built again",
+                file=sys.stderr,
+            )
+
+    def _build_items(
         self, corpus: Corpus, videos: list[Item], stills: list[Item], progress: bool, workers: int
     ) -> CacheReport:
         report = CacheReport()
@@ -253,8 +302,8 @@ class ClipCache:
     # -- loading ------------------------------------------------------------------------------------------
     def load_video(self, item: Item) -> CachedVideo:
         folder = self.video_dir(item)
-        if not (folder / "meta.json").is_file():
-            raise FileNotFoundError(f"{folder}: item is not cached; call build() first")
+        if not _complete(folder):
+            raise FileNotFoundError(f"{folder}: item is not cached (or its files are incomplete); call build() first")
         return CachedVideo(
             np.load(folder / "faces.npy", mmap_mode="r"),
             np.load(folder / "roi.npy", mmap_mode="r"),
@@ -273,6 +322,36 @@ def _write_problems(folder: Path, problems: list[tuple[str, Problem]]) -> None:
     if problems:
         rows = [{"item_id": item_id, **p.as_dict()} for item_id, p in problems]
         (folder / "problems.json").write_text(json.dumps(rows, indent=1))
+
+
+def _complete(folder: Path) -> bool:
+    """A cached video folder whose meta.json is readable and whose arrays have the sizes it recorded (folders
+    written before the sizes were recorded are trusted, as they were)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    sizes = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(sizes, dict):
+        return isinstance(meta, dict)
+    try:
+        return all((folder / name).stat().st_size == size for name, size in sizes.items())
+    except OSError:
+        return False
+
+
+def _read_chunk(meta: Path) -> dict | None:
+    """A still chunk's index, or None when it or its array is unreadable or not the size it recorded."""
+    try:
+        entry = json.loads(meta.read_text())
+        size = meta.with_suffix(".npy").stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("items"), list):
+        return None
+    if "npy_bytes" in entry and entry["npy_bytes"] != size:
+        return None
+    return entry
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -493,23 +572,19 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
         folder.mkdir(parents=True, exist_ok=True)
         _write_problems(folder, [(item.item_id, problem)])
         return report
+    except BaseException:
+        # Any other failure (a full disk while spilling, an interrupt): no half-written folder stays behind.
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         if tracker is not None:
             tracker.close()
-    resampler.faces.save(tmp / "faces.npy")
-    resampler.roi.save(tmp / "roi.npy")
-    np.save(tmp / "valid.npy", valid)
-    meta = {
-        "item_id": item.item_id,
-        "n": int(len(valid)),
-        "fps": pre.fps,
-        "duration_s": round(len(valid) / pre.fps, 4),
-        "decoded_frames": n + 1,
-        "valid_fraction": round(float(valid.mean()), 4),
-        "out_of_order_frames": resampler.out_of_order,
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    _commit_dir(tmp, final)
+    try:
+        _write_video_entry(tmp, final, item, pre.fps, resampler, valid, n + 1)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     report.built += 1
     if valid.mean() < 0.9:
         # Not fatal: clips over those frames are left out (and counted); say where so a person can look.
@@ -517,6 +592,27 @@ def _build_video(cache: ClipCache, corpus: Corpus, item: Item) -> CacheReport:
             Problem(str(media_path), f"no face in {100 * (1 - valid.mean()):.0f} % of the time; clips there left out")
         )
     return report
+
+
+def _write_video_entry(
+    tmp: Path, final: Path, item: Item, fps: float, resampler: TimeResampler, valid: np.ndarray, decoded: int
+) -> None:
+    resampler.faces.save(tmp / "faces.npy")
+    resampler.roi.save(tmp / "roi.npy")
+    np.save(tmp / "valid.npy", valid)
+    meta = {
+        # What verifies the folder on read (`_complete`): a file cut short is not taken for a cached item.
+        "files": {name: (tmp / name).stat().st_size for name in ("faces.npy", "roi.npy", "valid.npy")},
+        "item_id": item.item_id,
+        "n": int(len(valid)),
+        "fps": fps,
+        "duration_s": round(len(valid) / fps, 4),
+        "decoded_frames": decoded,
+        "valid_fraction": round(float(valid.mean()), 4),
+        "out_of_order_frames": resampler.out_of_order,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    _commit_dir(tmp, final)
 
 
 def _build_still_chunk(cache: ClipCache, corpus: Corpus, items: Sequence[Item], chunk: int) -> CacheReport:
@@ -563,13 +659,18 @@ def _build_still_chunk(cache: ClipCache, corpus: Corpus, items: Sequence[Item], 
     stem = folder / f"chunk_{chunk:05d}"
     # The .npy goes first and the .json (which the index reads) last: a chunk without its .json does not exist.
     tmp_npy = stem.with_name(stem.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp_npy, crops)
-    os.replace(tmp_npy, stem.with_suffix(".npy"))
-    if problems:
-        rows = [{"item_id": item_id, **p.as_dict()} for item_id, p in problems]
-        (folder / f"chunk_{chunk:05d}.problems").mkdir(exist_ok=True)
-        (folder / f"chunk_{chunk:05d}.problems" / "problems.json").write_text(json.dumps(rows, indent=1))
     tmp_json = stem.with_name(stem.name + f".tmp{os.getpid()}.json")
-    tmp_json.write_text(json.dumps({"items": ids}))
-    os.replace(tmp_json, stem.with_suffix(".json"))
+    try:
+        np.save(tmp_npy, crops)
+        os.replace(tmp_npy, stem.with_suffix(".npy"))
+        if problems:
+            rows = [{"item_id": item_id, **p.as_dict()} for item_id, p in problems]
+            (folder / f"chunk_{chunk:05d}.problems").mkdir(exist_ok=True)
+            (folder / f"chunk_{chunk:05d}.problems" / "problems.json").write_text(json.dumps(rows, indent=1))
+        tmp_json.write_text(json.dumps({"items": ids, "npy_bytes": stem.with_suffix(".npy").stat().st_size}))
+        os.replace(tmp_json, stem.with_suffix(".json"))
+    except BaseException:
+        tmp_npy.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        raise
     return report
