@@ -42,6 +42,7 @@ from stress_lightning.data.personal import (
     subject_baselines,
 )
 from stress_lightning.data.sample import Sample, make_physiology_sample, make_sample
+from stress_lightning.data.sampling import EpochSampler
 from stress_lightning.data.taxonomy import (
     BASIC_EXPRESSIONS,
     STRESS_LEVELS,
@@ -240,6 +241,8 @@ class ClipDataModule(pl.LightningDataModule):
         self.shard_storage_options = dict(shard_storage_options or {})
         self._shard_train_loader: Any = None  # the ShardLoader whose position checkpoints keep
         self._shard_resume: dict[str, Any] | None = None  # that position, from a checkpoint, until the loader exists
+        self._train_sampler: EpochSampler | None = None  # the cache path's training order (resumable mid-epoch)
+        self._train_resume: dict[str, Any] | None = None
         unknown = sorted(set(splits or []) - set(SPLITS))
         if unknown:
             raise ValueError(f"splits: unknown split(s) {unknown}; known: {list(SPLITS)}")
@@ -521,17 +524,34 @@ class ClipDataModule(pl.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        from stress_lightning.tracking.lifecycle import ignore_stop_signals_in_worker
+
         if self.shards:
             return self._shard_loader(split, shuffle)
         dataset = self._dataset(split)
-        sampler = None
-        if shuffle and self.balanced_sampling and isinstance(dataset, ClipDataset):
+        sampler: Sampler | None = None
+        generator = None
+        distributed = self._distributed_sampler_kwargs()
+        if shuffle and not distributed:
+            # One process: the order is a function of (seed, epoch), so a fit resumed mid-epoch finishes the epoch
+            # as the uninterrupted one would have (data.sampling). Under DDP Lightning's DistributedSampler (seeded
+            # the same way, but not resumable mid-epoch) takes the place of the shuffle.
+            weights = None
+            if self.balanced_sampling and isinstance(dataset, ClipDataset):
+                weights = balanced_weights(dataset.labels)
+            sampler = EpochSampler(len(dataset), _run_seed(), weights)
+            generator = sampler.loader_generator
+            self._train_sampler = sampler
+            resume, self._train_resume = self._train_resume, None
+            if resume is not None and "batches" in resume:
+                sampler.resume(int(resume["epoch"]), int(resume["batches"]) * self.batch_size)
+        elif shuffle and self.balanced_sampling and isinstance(dataset, ClipDataset):
             sampler = WeightedRandomSampler(balanced_weights(dataset.labels), len(dataset), replacement=True)
         elif not shuffle:
             sampler = self._eval_sampler(dataset, split)
         # Under DDP Lightning gives each training process 1/world_size of the samples: whether the last partial batch
         # is dropped depends on that share (a share smaller than one batch would otherwise train on nothing).
-        replicas = (self._distributed_sampler_kwargs() or {}).get("num_replicas", 1)
+        replicas = (distributed or {}).get("num_replicas", 1)
         share = -(-len(dataset) // replicas)
         return DataLoader(
             dataset,
@@ -541,6 +561,8 @@ class ClipDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and share > self.batch_size,
+            generator=generator,
+            worker_init_fn=ignore_stop_signals_in_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -660,24 +682,46 @@ class ClipDataModule(pl.LightningDataModule):
         return loader
 
     def state_dict(self) -> dict[str, Any]:
-        """With shards: where the training stream stands, for a fit resumed mid-epoch to finish the epoch (not start
-        it again). Counted in the batches the trainer consumed: Lightning fetches one ahead, so the loader's own
-        state would skip a batch (see `ShardLoader`)."""
-        loader = self._shard_train_loader
+        """Where the training order stands, for a fit resumed mid-epoch to finish the epoch (not start it again):
+        the epoch and the batches the trainer consumed (Lightning fetches one ahead, so a loader's own count would
+        be one too far). Shards: the stream's position (see `ShardLoader`); the cache: the `EpochSampler`'s."""
         trainer = getattr(self, "trainer", None)
-        if loader is None or trainer is None:
+        if trainer is None:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress
         batches = int(progress.current.processed)
         finished = progress.is_last_batch or batches >= trainer.num_training_batches
-        state: dict[str, Any] = {"epoch": int(loader.current_epoch)}
+        loader = self._shard_train_loader
+        if loader is not None:
+            state: dict[str, Any] = {"epoch": int(loader.current_epoch)}
+            if 0 < batches and not finished:
+                state["loader"] = loader.state_after(batches)
+            return {"shards_train": state}
+        sampler = self._train_sampler
+        if sampler is None:
+            return {}
+        state = {"epoch": int(sampler.epoch), "seed": sampler.seed}
         if 0 < batches and not finished:
-            state["loader"] = loader.state_after(batches)
-        return {"shards_train": state}
+            state["batches"] = batches
+        return {"train_sampler": state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Called before the loaders exist (Lightning restores the datamodule first): kept until train_dataloader().
         self._shard_resume = state_dict.get("shards_train")
+        resume = state_dict.get("train_sampler")
+        if resume is not None and int(resume.get("seed", _run_seed())) != _run_seed():
+            print(
+                f"[data] the checkpoint's training order was seeded with {resume['seed']}, this run with "
+                f"{_run_seed()}: the interrupted epoch is not continued where it stopped"
+            )
+            resume = None
+        self._train_resume = resume
+
+
+def _run_seed() -> int:
+    """The run's seed (`seed_everything`, which LightningCLI always sets), else torch's initial seed."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else int(torch.initial_seed() % 2**63)
 
 
 def balanced_weights(labels: ClipLabels) -> torch.Tensor:

@@ -29,6 +29,7 @@ from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.outputs import TABLE_OUTPUTS
 
 STAGES = ("train", "val", "test")
+TRAIN_EPOCH_STATE_KEY = "stress_lightning.train_epoch_metrics"
 TASKS = ("expression", "hr", "stress")
 EVAL_OUTPUT_KEYS = ("expression_pred", "expression_true", "stress_pred", "stress_true", "hr_pred_bpm", "hr_true_bpm")
 # Per task, the keys of `last_eval_outputs` that hold its labelled samples (and share its sample order).
@@ -424,6 +425,43 @@ class MultiTaskStressModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish_epoch("test")
+
+    # -- a fit resumed in the middle of an epoch ---------------------------------------------------------------
+    # The training epoch's metrics and loss means are sums over its batches: a checkpoint keeps them, so an epoch
+    # resumed mid-way (Lightning then skips on_train_epoch_start, which would reset them) ends with the values of the
+    # uninterrupted epoch, not with those of its last few batches. Plain tensors: read with weights_only=True.
+    def _train_epoch_metrics(self) -> dict[str, Metric]:
+        found: dict[str, Metric] = {"loss_means.train_losses": self.loss_means["train_losses"]}
+        for key, collection in self.metrics.items():
+            if key.startswith("train_"):
+                found.update({f"metrics.{key}.{name}": metric for name, metric in collection.items(keep_base=True)})
+        return found
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[TRAIN_EPOCH_STATE_KEY] = {
+            name: {
+                "update_count": int(metric._update_count),
+                "state": {attr: getattr(metric, attr) for attr in metric._defaults},
+            }
+            for name, metric in self._train_epoch_metrics().items()
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(TRAIN_EPOCH_STATE_KEY)
+        if not saved:
+            return
+        for name, metric in self._train_epoch_metrics().items():
+            entry = saved.get(name)
+            if entry is None:
+                continue
+            for attr, value in entry["state"].items():
+                if isinstance(value, list):
+                    value = [v.to(self.device) for v in value]
+                elif isinstance(value, torch.Tensor):
+                    value = value.to(self.device)
+                setattr(metric, attr, value)
+            metric._update_count = int(entry["update_count"])
+            metric._computed = None
 
     # An epoch cut short (an exception, a KeyboardInterrupt caught by Lightning) leaves its updates behind.
     def on_train_epoch_start(self) -> None:
