@@ -8,7 +8,8 @@ argument; each is the module `stress_lightning.commands.<name>`):
 - `export ...`: a trained model to ONNX (FP32, FP16) and TensorRT, each file checked;
 - `promote ...`: the registry's promotion gate applied to one version by hand;
 - `models list ...`: the registered model versions, their metrics, exports and promotion decisions;
-- `sync [FILE...]`: send what a run kept locally while its tracking server was unreachable.
+- `sync [FILE...]`: send what a run kept locally while its tracking server was unreachable;
+- `runs reap ...`: close the MLflow runs a killed process left RUNNING.
 
 Each command is an argparse program with its own `--help`. Exit codes: 0 done (problems found in a corpus are
 reported, not failures), 1 the input cannot be read (the error names the path), 2 a usage error.
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export", "promote", "models", "sync")
+COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export", "promote", "models", "sync", "runs")
 
 
 class CommandError(Exception):

@@ -69,6 +69,13 @@ def last_checkpoint(trainer: Trainer, experiment_id: str | None) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def _searched(trainer: Trainer, experiment_id: str | None) -> str:
+    folders = [str(c.dirpath) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+    if not folders:
+        folders = [str(Path(trainer.default_root_dir) / str(experiment_id) / "*" / "checkpoints")]
+    return ", ".join(folders)
+
+
 def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> tuple[str | None, int | None]:
     """Point `logger` (a StressMLFlowLogger) at the run of the checkpoint a fit resumes from; returns the checkpoint
     path to hand to `trainer.fit` (`last` resolved to a file, other values unchanged) and the step it was saved at
@@ -85,8 +92,13 @@ def prepare_resume(trainer: Trainer, logger: Any, ckpt_path: str | None) -> tupl
         experiment_id = ensure_experiment(logger._experiment_name, logger.tracking_uri, logger._artifact_root)
         found = last_checkpoint(trainer, experiment_id)
         if found is None:
-            # Lightning then warns that there is no last checkpoint and starts from scratch, as it always has.
-            return ckpt_path, None
+            # Training starts from scratch in a new run (Lightning's behaviour for `last` without a file); the runs a
+            # killed process left RUNNING are closed as the fit starts (tracking.lifecycle.FaultTolerance).
+            rank_zero_warn(
+                f"--ckpt_path last: no last*.ckpt under {_searched(trainer, experiment_id)}; training starts from "
+                "scratch in a new MLflow run"
+            )
+            return None, None
         rank_zero_info(f"--ckpt_path last: resuming from {found}")
         path = found
     else:
