@@ -168,7 +168,7 @@ def test_ravdess_frame_times_follow_the_timestamps(tmp_path: Path, video_writer)
     np.testing.assert_allclose(times, gap_times, atol=1.5e-3)
 
 
-def test_ravdess_malformed_files(ravdess_root: Path, video_writer):
+def test_ravdess_malformed_files(ravdess_root: Path, video_writer, bad_input):
     bad = {
         "short": ravdess_root / "Actor_21" / "01-01-06-01-02-01.mp4",
         "emotion": ravdess_root / "Actor_21" / "01-01-09-01-02-01-21.mp4",
@@ -199,11 +199,17 @@ def test_ravdess_malformed_files(ravdess_root: Path, video_writer):
     assert "does not match its folder Actor_21" in reasons[str(bad["actor"])]
     assert "audio-only" in reasons[str(bad["audio_code"])] and "empty" in reasons[str(bad["empty"])]
     assert "second copy" in reasons[str(bad["copy"])] and "no RAVDESS" in reasons[str(empty_actor)]
+    for key, area, case in (
+        ("emotion", "labels and tables", "RAVDESS file name with emotion code 09 (outside 01-08)"),
+        ("empty", "corpus files", "RAVDESS video of 0 bytes"),
+    ):
+        bad_input.record(area, case, f"{bad[key]}: {reasons[str(bad[key])]}")
     # The good takes are kept; the truncated one is read (its name is fine) and found by check.
     assert len(items) == 6
     cut = next(it for it in items if it.media.path == truncated)
     (problem,) = corpus.check(cut)
     assert problem.path == str(truncated) and "cannot open" in problem.reason
+    bad_input.record("corpus files", "RAVDESS MP4 cut in half (data summary)", f"{problem.path}: {problem.reason}")
 
 
 class OneVideo(Corpus):
@@ -219,7 +225,7 @@ class OneVideo(Corpus):
         return [Item("clip/one", "S1", "train", VideoFile(self.path))]
 
 
-def test_video_end_check_finds_a_cut_avi_and_flv(tmp_path: Path, video_writer):
+def test_video_end_check_finds_a_cut_avi_and_flv(tmp_path: Path, video_writer, bad_input):
     """A cut AVI keeps its header's frame count (its duration shrinks with the index left) and a cut FLV its
     duration: the tail check finds both, through any reader's `check`, and so does the cache."""
     for name, rate in (("cut.avi", 61), ("cut.flv", 30)):
@@ -234,6 +240,12 @@ def test_video_end_check_finds_a_cut_avi_and_flv(tmp_path: Path, video_writer):
         cache = ClipCache(tmp_path / f"cache_{name}", "one_video", "x", Preprocessing(fps=15.0, detector="haar"))
         report = cache.build(corpus, [item], progress=False, workers=1)
         assert [p.path for p in report.problems] == [str(path)] and "truncated" in report.problems[0].reason
+        kind = name.split(".")[1].upper()
+        bad_input.record("corpus files", f"{kind} cut in half (data summary)", f"{path}: {reason}")
+        problem = report.problems[0]
+        bad_input.record(
+            "corpus files", f"{kind} cut in half (cache build, left out)", f"{problem.path}: {problem.reason}"
+        )
 
 
 # -- CREMA-D ----------------------------------------------------------------------------------------------------
@@ -341,7 +353,7 @@ def test_cremad_mp4_folder_and_missing_demographics(tmp_path: Path, video_writer
         build_corpus("cremad", video_folder="Videos")
 
 
-def test_cremad_malformed_files(cremad_root: Path, video_writer):
+def test_cremad_malformed_files(cremad_root: Path, video_writer, bad_input):
     flash = cremad_root / "VideoFlash"
     bad = {
         "name": cremad_video(video_writer, flash / "1001_DFA_ANG.flv"),
@@ -363,6 +375,8 @@ def test_cremad_malformed_files(cremad_root: Path, video_writer):
     assert set(reasons) == {str(p) for p in bad.values()}
     assert "unknown sentence code 'XYZ'" in reasons[str(bad["sentence"])]
     assert "unknown level code 'ZZ'" in reasons[str(bad["level"])] and "empty" in reasons[str(bad["empty"])]
+    case = "CREMA-D file name with emotion code JOY (outside its six)"
+    bad_input.record("labels and tables", case, f"{bad['emotion']}: {reasons[str(bad['emotion'])]}")
     assert corpus.excluded_known_bad == 1 and not any("1064_IEO_DIS_MD" in it.item_id for it in items)
     assert len(build_corpus("cremad", on_error="skip", exclude_known_bad=False).read_checked(cremad_root)) == 10
     cut = next(it for it in items if it.media.path == truncated)
@@ -376,13 +390,15 @@ def test_cremad_malformed_files(cremad_root: Path, video_writer):
     assert len(items) == 9
 
 
-def test_data_summary_lists_cremad_problems_by_path(cremad_root: Path, video_writer, capsys):
+def test_data_summary_lists_cremad_problems_by_path(cremad_root: Path, video_writer, capsys, bad_input):
     truncated = truncate(cremad_video(video_writer, cremad_root / "VideoFlash" / "1006_MTI_ANG_XX.flv", n=90))
     bad_name = cremad_video(video_writer, cremad_root / "VideoFlash" / "1001_DFA_ANG.flv")
     assert data_main(["summary", "--corpus", "cremad", "--root", str(cremad_root)]) == 0
     out = capsys.readouterr().out
     assert "problems: 2" in out and f"{bad_name}: file name is not a CREMA-D code" in out
     assert f"{truncated}: truncated" in out and "corpus cremad" in out
+    problems = out[out.index("problems: 2") :]
+    bad_input.record("corpus files", "CREMA-D FLV cut in half, and a bad file name (`data summary`)", problems, 0)
 
 
 # -- end to end -------------------------------------------------------------------------------------------------

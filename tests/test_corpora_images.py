@@ -109,7 +109,7 @@ def test_fer_kaggle_icml_csv_with_spaced_header(tmp_path):
     assert corpus.load_image(items[5]).shape == (48, 48, 3)
 
 
-def test_fer_csv_bad_rows(tmp_path):
+def test_fer_csv_bad_rows(tmp_path, bad_input):
     rows = [
         *FER_GOOD,
         ("3", "Training", " ".join(pixel_string(1).split()[:2303])),  # row 12: wrong count
@@ -132,6 +132,12 @@ def test_fer_csv_bad_rows(tmp_path):
     assert "Holdout" in reasons["row 16 (line 18)"].reason
     with pytest.raises(CorpusError, match="row 13"):
         corpus.load_image(Item("x", "x", "train", CorpusImage(path, 13)))
+    for row, case in (
+        ("row 12 (line 14)", "FER-2013 CSV row with 2303 pixel values"),
+        ("row 14 (line 16)", "FER-2013 CSV emotion code 9 (outside the 7 classes)"),
+        ("row 16 (line 18)", "FER-2013 CSV Usage 'Holdout'"),
+    ):
+        bad_input.record("labels and tables", case, f"{reasons[row].path}: {reasons[row].reason}")
 
 
 def test_fer_pixel_decoder_edge_cases():
@@ -251,7 +257,7 @@ def test_image_folder_bad_layouts(tmp_path):
     assert {p.path for p in corpus.problems} == {str(tmp_path / "train"), str(tmp_path / "dev")}
 
 
-def test_image_folder_corrupt_image_found_by_check(tmp_path):
+def test_image_folder_corrupt_image_found_by_check(tmp_path, bad_input):
     write_image(tmp_path / "train" / "happy" / "a_0001.jpg")
     bad = write_corrupt(tmp_path / "train" / "happy" / "b_0001.jpg")
     (tmp_path / "train" / "sad").mkdir()
@@ -261,8 +267,14 @@ def test_image_folder_corrupt_image_found_by_check(tmp_path):
     assert corpus.check(items["train/happy/a_0001.jpg"]) == []
     (problem,) = corpus.check(items["train/happy/b_0001.jpg"])
     assert problem.path == str(bad)
+    bad_input.record(
+        "images", "corrupt JPEG in an image-folder corpus (data summary)", f"{problem.path}: {problem.reason}"
+    )
     (problem,) = corpus.check(items["train/sad/c_0001.png"])
     assert "empty" in problem.reason
+    bad_input.record(
+        "images", "image of 0 bytes in an image-folder corpus (data summary)", f"{problem.path}: {problem.reason}"
+    )
 
 
 @pytest.mark.shared_data
@@ -424,7 +436,7 @@ def test_rafdb_aligned_and_original(tmp_path):
     assert build_corpus("rafdb").prealigned
 
 
-def test_rafdb_problems(tmp_path):
+def test_rafdb_problems(tmp_path, bad_input):
     write_rafdb(tmp_path, extra_lines=["train_09999.jpg 2", "test_0042.jpg 8", "train_00003.jpg", "val_001.jpg 1"])
     label_file = tmp_path / "EmoLabel" / "list_patition_label.txt"
     with pytest.raises(CorpusError, match=r"train_09999_aligned\.jpg: image file is missing"):
@@ -435,6 +447,8 @@ def test_rafdb_problems(tmp_path):
     reasons = sorted(p.reason for p in corpus.problems if p.path == str(label_file))
     assert [r.split(":")[0] for r in reasons] == ["line 29", "line 30", "line 31"]
     assert "unknown label code '8'" in reasons[0] and "cannot parse" in reasons[1] and "neither" in reasons[2]
+    bad_input.record("labels and tables", "RAF-DB label code 8 (outside 1-7)", f"{label_file}: {reasons[0]}")
+    bad_input.record("labels and tables", "RAF-DB label line without its label field", f"{label_file}: {reasons[1]}")
     write_corrupt(tmp_path / "Image" / "aligned" / "test_0001_aligned.jpg")
     (item,) = [i for i in items if i.item_id == "test_0001"]
     (problem,) = corpus.check(item)

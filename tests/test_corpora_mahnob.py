@@ -241,7 +241,7 @@ def test_felt_emotion_as_expression(mahnob_root: Path):
     assert label_map.unmapped == {"amusement": 1}
 
 
-def test_malformed_sessions(mahnob_root: Path, video_writer):
+def test_malformed_sessions(mahnob_root: Path, video_writer, bad_input):
     sessions = mahnob_root / "Sessions"
     no_video = sessions / "40"
     write_session_xml(no_video, 5)
@@ -289,6 +289,16 @@ def test_malformed_sessions(mahnob_root: Path, video_writer):
     assert coverage.path == str(by_id["P6/54"].cardiac.path) and "shorter than the video" in coverage.reason
     (truncated,) = corpus.check(by_id["P6/56"])
     assert truncated.path == str(cut_video) and "truncated" in truncated.reason
+    for key, area, case in (
+        ("no_ecg", "physiology", "MAHNOB BDF without the ECG channel EXG2"),
+        ("not_bdf", "physiology", "MAHNOB BDF that is text"),
+        ("felt", "labels and tables", "MAHNOB session.xml with feltEmo 9 (outside its codes)"),
+    ):
+        bad_input.record(area, case, f"{bad[key]}: {reasons[str(bad[key])]}")
+    bad_input.record(
+        "physiology", "MAHNOB ECG ending 3 s into a 6 s video (data summary)", f"{coverage.path}: {coverage.reason}"
+    )
+    bad_input.record("corpus files", "MAHNOB AVI cut in half (data summary)", f"{truncated.path}: {truncated.reason}")
 
 
 def test_data_summary_names_the_problems(mahnob_root: Path, video_writer, capsys):

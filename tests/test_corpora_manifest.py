@@ -269,6 +269,10 @@ def test_cardiac_npy_headerless_and_multicolumn_files(corpus_root: Path) -> None
     assert len(bare.values) == 500 and bare.fs_hz == 100 and bare.values[0] == 0.0
 
 
+# 3 s of a 100 Hz PPG (the 2 s video of s04 is covered) with one sample missing.
+NAN_PPG = "ppg\n" + "".join("nan\n" if k == 50 else f"{np.sin(2 * np.pi * 1.2 * k / 100):.4f}\n" for k in range(300))
+
+
 @pytest.mark.parametrize(
     ("file_name", "content", "fs", "column", "reason"),
     [
@@ -276,13 +280,15 @@ def test_cardiac_npy_headerless_and_multicolumn_files(corpus_root: Path) -> None
         ("no_rate.npy", None, None, None, "no time_s column"),
         ("missing_column.csv", "time_s,ecg\n0,1\n1,2\n", None, "ppg", "has no column 'ppg'"),
         ("backwards.csv", "time_s,ppg\n0,1\n0.5,2\n0.4,3\n1,4\n", None, None, "do not increase"),
-        ("nan.csv", "ppg\n1\nnan\n3\n4\n", 2.0, None, "non-finite"),
-        ("text.csv", "ppg\n1\nabc\n3\n", 2.0, None, "non-numeric"),
+        # NaN is a dropout: not refused, but named (bridged here: 20 ms); gaps are tried in test_bad_corpus_inputs.
+        ("nan.csv", NAN_PPG, 100.0, None, "1 missing (NaN) samples"),
+        ("text.csv", "ppg\n1\nabc\n3\n", 100.0, None, "non-numeric"),
+        ("times_ms.csv", "time_s,ppg\n0,1\n10,2\n20,3\n30,4\n", None, None, "as its sample times imply"),
         ("two.csv", "time_s,ecg,ppg\n0,1,2\n1,2,3\n", None, None, "cardiac_column"),
     ],
 )
 def test_bad_cardiac_files_are_reported_by_path(
-    corpus_root: Path, file_name: str, content: str | None, fs: float | None, column: str | None, reason: str
+    corpus_root: Path, file_name: str, content: str | None, fs: float | None, column: str | None, reason: str, bad_input
 ) -> None:
     path = corpus_root / "signals" / file_name
     if content is None:
@@ -299,6 +305,19 @@ def test_bad_cardiac_files_are_reported_by_path(
     # anything else when the file is loaded: check (data summary) and the labelling name the file.
     problems = corpus.problems if len(items) == 1 else [p for it in items for p in corpus.check(it)]
     assert [p.path for p in problems] == [str(path)] and reason in problems[0].reason
+    described = {
+        "no_rate.csv": "PPG CSV without time_s and no cardiac_fs_hz (on reading)",
+        "no_rate.npy": "PPG .npy and no cardiac_fs_hz (on reading)",
+        "missing_column.csv": "cardiac_column naming a column the file lacks (on reading)",
+        "backwards.csv": "PPG CSV whose time_s goes backwards (data summary)",
+        "nan.csv": "PPG CSV with one NaN sample (data summary)",
+        "text.csv": "PPG CSV with a line of text (data summary)",
+        "times_ms.csv": "PPG CSV whose time_s is in milliseconds (data summary)",
+        "two.csv": "cardiac CSV with two value columns and no cardiac_column (data summary)",
+    }
+    bad_input.record("physiology", described[file_name], f"{problems[0].path}: {problems[0].reason}")
+    if file_name in ("nan.csv", "times_ms.csv"):  # the file loads; labelling bridges the gap or refuses the rate
+        return
     if len(items) == 2:
         with pytest.raises(CorpusError, match=reason) as err:
             corpus.load_cardiac(items[0])
@@ -399,7 +418,7 @@ def test_duplicate_ids_and_bad_frame_folders_and_side_files(corpus_root: Path) -
 
 
 def test_check_summary_and_cache_name_truncated_video_and_short_cardiac(
-    corpus_root: Path, tmp_path: Path, capsys
+    corpus_root: Path, tmp_path: Path, capsys, bad_input
 ) -> None:
     video = corpus_root / "videos" / "s01 task.mp4"
     data = video.read_bytes()
@@ -422,8 +441,11 @@ def test_check_summary_and_cache_name_truncated_video_and_short_cardiac(
     assert [p["path"] for p in summary["problems"]] == [str(short), str(truncated)]
     assert summary["cardiac"] == {"ecg": 1, "ppg": 0, "hr": 0, "none": 2}
     assert summary["stress"]["high"] == 1 and summary["expression"]["sad"] == 1 and summary["expression"]["happy"] == 2
-    main(["data", "summary", "--corpus", "manifest", "--root", str(corpus_root)])
-    assert f"{short}: ground truth covers" in capsys.readouterr().out
+    status = main(["data", "summary", "--corpus", "manifest", "--root", str(corpus_root)])
+    out = capsys.readouterr().out
+    assert f"{short}: ground truth covers" in out
+    case = "manifest: 1 s of ECG beside a 3 s video, and an MP4 cut in half (`data summary`)"
+    bad_input.record("physiology", case, out[out.index("problems: 2") :], status)
     # The cache names the truncated video too (skip: recorded; fail: raised), it does not crash.
     cut = [it for it in items if it.media == VideoFile(truncated)]
     skip = build_corpus("manifest", on_error="skip")
@@ -432,6 +454,7 @@ def test_check_summary_and_cache_name_truncated_video_and_short_cardiac(
     with pytest.raises(CorpusError) as err:
         ClipCache(tmp_path / "cache2", "manifest", "x", Preprocessing(fps=15.0)).build(corpus, cut, progress=False)
     assert err.value.path == truncated
+    bad_input.record("corpus files", "manifest MP4 cut in half (cache build, on_error=fail)", str(err.value))
 
 
 def _ecg_at_72_bpm(seconds: float, fs: float = 250.0) -> np.ndarray:
@@ -493,7 +516,7 @@ def test_end_to_end_clips_from_a_real_face_video_with_an_ecg(tmp_path: Path, fac
     assert (batch["stress"] == dm.stress_levels.index("high")).all()
 
 
-def test_absolute_paths_face_boxes_audio_and_malformed_csv(corpus_root: Path, tmp_path: Path) -> None:
+def test_absolute_paths_face_boxes_audio_and_malformed_csv(corpus_root: Path, tmp_path: Path, bad_input) -> None:
     elsewhere = tmp_path / "elsewhere" / "s05.png"
     elsewhere.parent.mkdir()
     assert cv2.imwrite(str(elsewhere), picture(5))
@@ -515,5 +538,6 @@ def test_absolute_paths_face_boxes_audio_and_malformed_csv(corpus_root: Path, tm
         (str(corpus_root / "boxes" / "s04.csv"), "contains non-finite or empty boxes")
     ]
     (corpus_root / "manifest.csv").write_text("path,subject\nimages/s02.png,s02,extra\n")
-    with pytest.raises(CorpusError, match="more fields than the header"):
+    with pytest.raises(CorpusError, match=r"manifest\.csv: line 2: has 3 fields but the header has 2") as err:
         read(corpus_root)
+    bad_input.record("labels and tables", "manifest CSV row with an extra field", str(err.value))

@@ -198,7 +198,7 @@ def write_ubfc_malformed(root: Path, write_video) -> dict[str, Path]:
     return bad
 
 
-def test_ubfc_rppg_malformed_fail_and_skip(tmp_path, video_writer):
+def test_ubfc_rppg_malformed_fail_and_skip(tmp_path, video_writer, bad_input):
     bad = write_ubfc_malformed(tmp_path, video_writer)
     with pytest.raises(CorpusError, match=r"subject4/vid\.avi: video is missing") as info:
         build_corpus("ubfc_rppg").read_checked(tmp_path)
@@ -221,6 +221,14 @@ def test_ubfc_rppg_malformed_fail_and_skip(tmp_path, video_writer):
     by_id = {i.item_id: i for i in items}
     (short,) = corpus.check(by_id["DATASET_2/subject9"])
     assert short.path == str(bad["short_gt"]) and "shorter than the video" in short.reason
+    for key, case in (
+        ("unequal", "UBFC-rPPG ground_truth.txt whose heart-rate line is one value short"),
+        ("non_numeric", "UBFC-rPPG ground_truth.txt with text in its PPG line"),
+    ):
+        bad_input.record("physiology", case, f"{bad[key]}: {problems[str(bad[key])]}")
+    bad_input.record(
+        "physiology", "UBFC-rPPG PPG of 1 s beside a 3 s video (data summary)", f"{short.path}: {short.reason}"
+    )
     (cut,) = corpus.check(by_id["DATASET_2/subject90"])
     assert cut.path == str(bad["truncated"]) and "truncated" in cut.reason
     # The cache reports it by path too (skip mode: recorded, not raised).
@@ -296,7 +304,7 @@ def test_ubfc_phys_tasks_labels_attributes_and_splits(tmp_path, video_writer):
         build_corpus("ubfc_phys", tasks=["T4"])
 
 
-def test_ubfc_phys_malformed_fail_and_skip(tmp_path, video_writer, capsys):
+def test_ubfc_phys_malformed_fail_and_skip(tmp_path, video_writer, capsys, bad_input):
     write_phys(tmp_path, video_writer)
     s1, s2, s3, s4 = tmp_path / "s1_to_s2" / "s1", tmp_path / "s1_to_s2" / "s2", tmp_path / "s3" / "s3", tmp_path / "s4"
     (s1 / "vid_s1_T2.avi").unlink()
@@ -319,6 +327,10 @@ def test_ubfc_phys_malformed_fail_and_skip(tmp_path, video_writer, capsys):
     by_id = {i.item_id: i for i in items}
     (problem,) = corpus.check(by_id["s4/T2"])
     assert problem.path == str(short) and "shorter than the video" in problem.reason
+    bad_input.record("physiology", "UBFC-Phys BVP with a line of text", f"{bvp}: {corpus.problems[2].reason}")
+    bad_input.record(
+        "physiology", "UBFC-Phys BVP of 0.5 s beside a 2 s video (data summary)", f"{problem.path}: {problem.reason}"
+    )
     (problem,) = corpus.check(by_id["s4/T3"])  # cut before its index, this AVI does not even open
     assert problem.path == str(cut) and ("truncated" in problem.reason or "cannot open" in problem.reason)
     capsys.readouterr()

@@ -121,8 +121,9 @@ def test_cardiac_truth_from_ecg_ppg_and_hr_series() -> None:
 
 
 def test_unreadable_ecg_names_the_file() -> None:
-    with pytest.raises(CorpusError, match=r"ecg\.csv: has 1 non-finite"):
-        cardiac_truth(CardiacSignal("ecg", np.array([0.0, np.nan, 1.0]), fs_hz=250.0, source=Path("ecg.csv")))
+    # NaN samples are dropouts (bridged or masked, tests/test_bad_corpus_inputs.py); none usable is an error.
+    with pytest.raises(CorpusError, match=r"ecg\.csv: ECG has no usable samples \(3 of 3 are NaN/inf\)"):
+        cardiac_truth(CardiacSignal("ecg", np.full(3, np.nan), fs_hz=250.0, source=Path("ecg.csv")))
 
 
 def test_time_resampler_interpolates_roi_and_marks_gaps() -> None:

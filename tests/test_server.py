@@ -6,7 +6,9 @@ start, and a server lost in the middle of a fit (back before the end, and not ba
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,8 +180,13 @@ def test_resumed_fit_continues_the_same_run(server: TrackingServer, fitted: tupl
     assert client.get_run(run_id).data.tags["resume.count"] == "2"
 
 
+def _no_port(text: str) -> str:
+    """What the user saw, with the test's free port (different each run) as <port> for the bad-input table."""
+    return re.sub(r"(127\.0\.0\.1:|\bport )\d+", r"\1<port>", text)
+
+
 @pytest.mark.parametrize("scheme", ["http", "postgresql"])
-def test_unreachable_store_is_one_clear_error_before_any_work(tmp_path: Path, scheme: str) -> None:
+def test_unreachable_store_is_one_clear_error_before_any_work(tmp_path: Path, scheme: str, bad_input) -> None:
     port = free_port()
     if scheme == "http":
         dead = shown = f"http://127.0.0.1:{port}"
@@ -191,6 +198,8 @@ def test_unreachable_store_is_one_clear_error_before_any_work(tmp_path: Path, sc
     assert f"MLflow tracking store {shown} is not reachable" in proc.stderr
     assert "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "corpus").exists(), "the corpus was generated before the store was checked"
+    case = f"MLflow store ({scheme}) unreachable when `fit` starts"
+    bad_input.record("tracking server", case, _no_port(proc.stderr), exit_status=proc.returncode)
 
 
 # -- the server lost in the middle of a fit ------------------------------------------------------------------------
@@ -220,6 +229,7 @@ class _Outage(Callback):
     def __init__(self, server: TrackingServer, stop_after: int, back_after: int | None) -> None:
         self.server, self.stop_after, self.back_after = server, stop_after, back_after
         self.kept_while_down = 0
+        self.error = ""  # the TrackingSyncError a fit that ended with the server away raised
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.current_epoch == self.stop_after:
@@ -250,6 +260,7 @@ def _outage_fit(server: TrackingServer, tmp: Path, back_after: int | None) -> tu
             trainer.fit(_Tiny())
         assert str(tmp / "pending") in str(excinfo.value)
         assert "stress-lightning sync" in str(excinfo.value)
+        outage.error = str(excinfo.value)
     else:
         trainer.fit(_Tiny())
     return logger, outage
@@ -263,8 +274,16 @@ def _loss_steps(client: MlflowClient, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
 
 
-def test_server_lost_mid_fit_metrics_are_sent_when_it_returns(running: TrackingServer, tmp_path: Path) -> None:
-    logger, outage = _outage_fit(running, tmp_path, back_after=3)
+def test_server_lost_mid_fit_metrics_are_sent_when_it_returns(
+    running: TrackingServer, tmp_path: Path, bad_input, caplog
+) -> None:
+    with pytest.warns(UserWarning, match="is unreachable") as lost, caplog.at_level(logging.INFO):
+        logger, outage = _outage_fit(running, tmp_path, back_after=3)
+    seen = [str(w.message) for w in lost if "is unreachable" in str(w.message)]
+    seen += [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+    bad_input.record(
+        "tracking server", "MLflow server lost after epoch 1, back after epoch 3", _no_port("\n".join(seen))
+    )
     assert outage.kept_while_down == 8, "epochs 2 and 3 ran while the server was down: their losses were kept"
     client = MlflowClient(running.uri)
     run = client.get_run(logger.run_id)
@@ -275,8 +294,15 @@ def test_server_lost_mid_fit_metrics_are_sent_when_it_returns(running: TrackingS
     assert "checkpoints/epoch-4-step-20.ckpt" in names and "checkpoints/epoch-4-step-20.yaml" in names
 
 
-def test_server_lost_until_the_end_keeps_a_local_copy_that_sync_sends(running: TrackingServer, tmp_path: Path) -> None:
-    logger, _ = _outage_fit(running, tmp_path, back_after=None)
+def test_server_lost_until_the_end_keeps_a_local_copy_that_sync_sends(
+    running: TrackingServer, tmp_path: Path, bad_input
+) -> None:
+    with pytest.warns(UserWarning, match="is unreachable") as lost:
+        logger, outage = _outage_fit(running, tmp_path, back_after=None)
+    seen = [str(w.message) for w in lost if "is unreachable" in str(w.message)] + [outage.error]
+    bad_input.record(
+        "tracking server", "MLflow server lost after epoch 1 until the fit ends", _no_port("\n".join(seen))
+    )
     pending = list((tmp_path / "pending").glob("*.jsonl"))
     assert [p.name for p in pending] == [f"{logger.run_id}.jsonl"]
     kept = PendingRun.load(pending[0])

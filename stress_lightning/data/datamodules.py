@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from stress_lightning.data.clips import (
 from stress_lightning.data.corpora.base import Corpus, build_corpus, cardiac_coverage_problems
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import SPLITS, Item, PhysiologySeries, Problem
-from stress_lightning.data.labels import CardiacTruth, cardiac_truth
+from stress_lightning.data.labels import CardiacTruth, GroundTruthWarning, cardiac_truth
 from stress_lightning.data.personal import (
     PERSONAL_FEATURES,
     Context,
@@ -454,12 +455,28 @@ class ClipDataModule(pl.LightningDataModule):
             signal = self.reader.load_cardiac(item)
             if signal is None:
                 return None
-            coverage = cardiac_coverage_problems(signal, len(valid) / self.fps, item.cardiac.path)
+            coverage = cardiac_coverage_problems(
+                signal,
+                len(valid) / self.fps,
+                item.cardiac.path,
+                item.files()[0],
+                ends_with_video=getattr(self.reader, "cardiac_ends_with_video", False),
+            )
             if coverage:
                 if self.on_error == "fail":
                     raise CorpusError(coverage[0].path, coverage[0].reason)
                 self.problems.append(coverage[0])
-            return cardiac_truth(signal, self.hrv_window_s)
+            # Gaps in the ground truth (NaN runs, flat stretches) are warned about by the labeller: listed with the
+            # run's other data problems, by file.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", GroundTruthWarning)
+                truth = cardiac_truth(signal, self.hrv_window_s)
+            for warning in caught:
+                if issubclass(warning.category, GroundTruthWarning):
+                    self.problems.append(Problem(str(item.cardiac.path), str(warning.message)))
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            return truth
         except CorpusError as exc:
             if self.on_error == "fail":
                 raise

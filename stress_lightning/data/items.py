@@ -26,6 +26,7 @@ All of these are small frozen dataclasses: items travel to worker processes pick
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +34,27 @@ from typing import Literal
 
 import numpy as np
 
+from stress_lightning.data.errors import CorpusError
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CardiacKind = Literal["ecg", "ppg", "hr"]
 CARDIAC_KINDS: tuple[str, ...] = ("ecg", "ppg", "hr")
+# Sampling rates a cardiac signal can plausibly have; outside them the rate (or the time unit) is wrong. ECG: from
+# `signals.ecg.MIN_ECG_FS_HZ` (the QRS band needs it) to a research amplifier's top rate with room to spare; PPG:
+# the pulse band up to 5 Hz needs 10 Hz; a heart-rate series: one reading per 100 s up to one per millisecond.
+CARDIAC_FS_RANGE_HZ: dict[str, tuple[float, float]] = {
+    "ecg": (40.0, 100_000.0),
+    "ppg": (10.0, 100_000.0),
+    "hr": (0.01, 1_000.0),
+}
+
+
+def cardiac_rate_problem(kind: str, fs_hz: float) -> str | None:
+    """Why `fs_hz` cannot be the sampling rate of a `kind` signal (zero, negative, absurd), or None."""
+    low, high = CARDIAC_FS_RANGE_HZ[kind]
+    if math.isfinite(fs_hz) and low <= fs_hz <= high:
+        return None
+    return f"sampling rate {fs_hz:g} Hz is not plausible for {kind.upper()} (expected {low:g} to {high:g} Hz)"
 
 
 # -- media ----------------------------------------------------------------------------------------------------
@@ -186,10 +205,12 @@ class CardiacSignal:
     def __post_init__(self) -> None:
         if self.kind not in CARDIAC_KINDS:
             raise ValueError(f"cardiac kind must be one of {CARDIAC_KINDS}, got {self.kind!r}")
+        # CorpusError (a ValueError) naming the file: a reader builds the signal from what the file holds.
+        source = self.source or Path("<cardiac signal>")
         if self.times_s is None and not (self.fs_hz and self.fs_hz > 0):
-            raise ValueError(f"{self.source}: a cardiac signal needs a sampling rate or per-sample times")
+            raise CorpusError(source, f"has no sampling rate and no per-sample times (rate {self.fs_hz!r})")
         if self.times_s is not None and len(self.times_s) != len(self.values):
-            raise ValueError(f"{self.source}: {len(self.values)} samples but {len(self.times_s)} times")
+            raise CorpusError(source, f"has {len(self.values)} samples but {len(self.times_s)} times")
 
     def times(self) -> np.ndarray:
         if self.times_s is not None:

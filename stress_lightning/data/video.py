@@ -25,19 +25,47 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         yield frame
 
 
+def _open(path: Path) -> av.container.InputContainer:
+    """The container, with a missing, empty or unopenable file refused in words (not FFmpeg's errno)."""
+    if not path.is_file():
+        raise VideoDecodeError(path, "video file is missing")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "video file is empty (0 bytes)")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(
+            path, f"cannot open video ({_reason(exc)}): the file is cut short, corrupt or not a video"
+        ) from exc
+
+
+NO_DECODER = "its video codec is one this FFmpeg build (PyAV's) cannot decode: re-encode it, e.g. to H.264"
+
+
+def _reason(exc: av.FFmpegError) -> str:
+    # FFmpeg's own words without the errno and the repeated path ("[Errno 1094995529] ...: '/path'").
+    return exc.strerror or str(exc)
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The first video stream, refused when there is none (an audio file) or FFmpeg cannot decode its codec."""
+    if not container.streams.video:
+        others = [f"{s.type} ({s.codec_context.name})" for s in container.streams if s.codec_context is not None]
+        found = f"only {', '.join(others)}" if others else "no stream at all"
+        raise VideoDecodeError(path, f"contains no video stream ({found})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        # The container names a codec this FFmpeg build has no decoder for (an unknown FourCC, a proprietary codec).
+        raise VideoDecodeError(path, NO_DECODER)
+    return stream
+
+
 def iter_timed_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (t_s, RGB frame) with t_s from the stream's timestamps, 0 at the first frame."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(path, "video file is missing")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise VideoDecodeError(path, f"cannot open video ({exc})") from exc
+    container = _open(path)
     with container:
-        if not container.streams.video:
-            raise VideoDecodeError(path, "contains no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate) if stream.average_rate else None
         t0: float | None = None
@@ -53,10 +81,12 @@ def iter_timed_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
                     t0 = t
                 n += 1
                 yield float(t - t0), _to_rgb(frame)
+        except av.DecoderNotFoundError as exc:
+            raise VideoDecodeError(path, NO_DECODER) from exc
         except av.FFmpegError as exc:
-            raise VideoDecodeError(path, f"decoding failed after {n} frames ({exc})") from exc
+            raise VideoDecodeError(path, f"decoding failed after {n} frames ({_reason(exc)}): corrupt data") from exc
         if n == 0:
-            raise VideoDecodeError(path, "contains no decodable frame")
+            raise VideoDecodeError(path, "contains no decodable frame (zero frames)")
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -81,13 +111,9 @@ class VideoInfo:
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, duration and size from the container's header, without decoding the frames."""
     path = Path(path)
-    if not path.is_file():
-        raise VideoDecodeError(path, "video file is missing")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "contains no video stream")
-            stream = container.streams.video[0]
+        with _open(path) as container:
+            stream = _video_stream(container, path)
             rate = float(stream.average_rate) if stream.average_rate else 0.0
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -98,7 +124,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             n = int(stream.frames or (round(duration * rate) if rate else 0))
             return VideoInfo(rate, duration, n, stream.codec_context.width, stream.codec_context.height)
     except av.FFmpegError as exc:
-        raise VideoDecodeError(path, f"cannot open video ({exc})") from exc
+        raise VideoDecodeError(path, f"cannot read the video's header ({_reason(exc)})") from exc
 
 
 # A video whose frames stop this long (or a tenth of its length, whichever is more) before the end its header

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked
+from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError
+from stress_lightning.data.corpora.common import field_count_problem, iter_csv
 from stress_lightning.data.corpora.image_folder import carve, check_fraction, safe_item_id
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import ClassLabel, ImageFile, Item
@@ -100,7 +101,7 @@ class AffectNetCorpus(Corpus):
         images = next((root / f for f in IMAGE_FOLDERS if (root / f).is_dir()), None)
         if images is None:
             raise CorpusError(root / IMAGE_FOLDERS[0], "image folder is missing")
-        tables: dict[str, tuple[Path, pd.DataFrame, int]] = {}
+        tables: dict[str, tuple[Path, pd.DataFrame, int, dict[int, str]]] = {}
         for name in LISTS:
             path = next((root / f / name for f in LIST_FOLDERS if (root / f / name).is_file()), root / name)
             try:
@@ -114,10 +115,13 @@ class AffectNetCorpus(Corpus):
             carved = carve(tables["training.csv"][1]["subDirectory_filePath"], self.val_fraction, 0.0, self.seed)
         items: list[Item] = []
         seen: set[str] = set()
-        for name, (path, table, header_lines) in tables.items():
+        for name, (path, table, header_lines, misshapen) in tables.items():
             n_before = len(items)
             columns = [table[c].tolist() for c in AFFECTNET_COLUMNS if c != "facial_landmarks"]
             for row, (rel, x, y, w, h, code, valence, arousal) in enumerate(zip(*columns, strict=True)):
+                if row in misshapen:  # its values are not in their columns
+                    self.report(path, f"{row_name(row, header_lines)}: {misshapen[row]}")
+                    continue
                 if not code.isdigit() or int(code) >= len(AFFECTNET_LABELS):
                     self.report(path, f"{row_name(row, header_lines)}: unknown expression code {code!r}; known 0-10")
                     continue
@@ -158,16 +162,28 @@ def row_name(row: int, header_lines: int) -> str:
     return f"row {row} (line {row + 1 + header_lines})"
 
 
-def read_list(path: Path) -> tuple[pd.DataFrame, int]:
-    """An AffectNet file list, with or without its header row (validation.csv ships without one), every value a
-    stripped string (the landmarks column is not read), and the number of header lines (0 or 1)."""
-    if not path.is_file():
-        raise CorpusError(path, "file is missing")
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        has_header = handle.readline().lstrip("\ufeff").startswith(AFFECTNET_COLUMNS[0])
-    wanted = [c for c in AFFECTNET_COLUMNS if c != "facial_landmarks"]
-    options = {"dtype": str, "keep_default_na": False, "usecols": lambda column: column != "facial_landmarks"}
-    if not has_header:
-        options.update(header=None, names=list(AFFECTNET_COLUMNS))
-    table = read_csv_checked(path, wanted, **options)
-    return table.apply(lambda column: column.str.strip()), int(has_header)
+def read_list(path: Path) -> tuple[pd.DataFrame, int, dict[int, str]]:
+    """An AffectNet file list, with or without its header row (validation.csv ships without one): every value a
+    stripped string (the landmarks column is not kept), the number of header lines (0 or 1) and, per data row
+    with a missing or an extra field (its values left empty), why. The csv module rather than pandas: one such
+    row of training.csv's 414,799 is that row's problem, not the end of the split."""
+    rows = iter_csv(path)
+    first = next(rows, None)
+    if first is None:
+        raise CorpusError(path, "file is empty")
+    has_header = first[1][0] == AFFECTNET_COLUMNS[0]
+    names = first[1] if has_header else list(AFFECTNET_COLUMNS)
+    missing = [c for c in AFFECTNET_COLUMNS if c != "facial_landmarks" and c not in names]
+    if missing:
+        raise CorpusError(path, f"missing column(s) {missing}; found {names}")
+    keep = [names.index(c) for c in AFFECTNET_COLUMNS if c != "facial_landmarks"]
+    records: list[list[str]] = []
+    misshapen: dict[int, str] = {}
+    for _, fields in rows if has_header else [first, *rows]:
+        problem = field_count_problem(fields, names)
+        if problem is not None:
+            misshapen[len(records)] = problem
+            fields = [""] * len(names)
+        records.append([fields[i] for i in keep])
+    columns = [c for c in AFFECTNET_COLUMNS if c != "facial_landmarks"]
+    return pd.DataFrame(records, columns=columns, dtype=str), int(has_header), misshapen

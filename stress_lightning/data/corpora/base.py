@@ -53,6 +53,8 @@ class Corpus:
         url: where users obtain the corpus.
         prealigned: its still images are already face crops (FER-2013's 48x48 faces, RAF-DB's aligned set): the
             face pipeline uses the whole image instead of detecting a face in it.
+        cardiac_ends_with_video: its cardiac ground truth is cut to end with the video (UBFC-Phys), so one that
+            runs well past the video's end has a wrong sampling rate (`cardiac_coverage_problems`).
 
     Args:
         on_error: "fail" raises at the first problem; "skip" leaves the item out and records the problem.
@@ -64,6 +66,7 @@ class Corpus:
     layout: ClassVar[str] = ""
     url: ClassVar[str] = ""
     prealigned: ClassVar[bool] = False
+    cardiac_ends_with_video: ClassVar[bool] = False
 
     def __init__(self, on_error: OnError = "fail") -> None:
         if on_error not in ("fail", "skip"):
@@ -151,7 +154,10 @@ class Corpus:
 
     def check(self, item: Item) -> list[Problem]:
         """Problems found by opening the item's files (not by decoding all of them): used by `data summary`. A video
-        is probed and its tail decoded (`video_end_problem`), so truncated files are found too."""
+        is probed and its tail decoded (`video_end_problem`), so truncated files are found too. Cardiac ground truth
+        is loaded and checked for its sampling rate, gaps (NaN runs, flat stretches) and how it covers the video."""
+        from stress_lightning.data.labels import ground_truth_problems  # signal processing: only when checking
+
         problems: list[Problem] = []
         duration = None
         try:
@@ -188,25 +194,59 @@ class Corpus:
         if item.cardiac is not None:
             try:
                 signal = self.load_cardiac(item)
+                if signal is not None:
+                    reasons = ground_truth_problems(signal)
+                    problems.extend(Problem(str(item.cardiac.path), reason) for reason in reasons)
                 if signal is not None and duration is not None:
-                    problems.extend(cardiac_coverage_problems(signal, duration, item.cardiac.path))
+                    # The video file, or an image sequence's folder.
+                    video = item.media.path if isinstance(item.media, VideoFile) else item.files()[0].parent
+                    problems.extend(
+                        cardiac_coverage_problems(
+                            signal, duration, item.cardiac.path, video, ends_with_video=self.cardiac_ends_with_video
+                        )
+                    )
             except CorpusError as exc:
                 problems.append(Problem(str(exc.path), exc.problem))
         return problems
 
 
-def cardiac_coverage_problems(signal: CardiacSignal, video_duration_s: float, path: Path) -> list[Problem]:
-    """Ground truth that starts after the video or ends well before it (more than 1 s of video uncovered)."""
+# Video the cardiac ground truth may leave uncovered before it counts as shorter than the video.
+COVERAGE_TOLERANCE_S = 1.0
+# For a corpus whose ground truth ends with its video: how far past the end it may run, as a share of the video
+# (or COVERAGE_TOLERANCE_S if more). A wrong rate is off by far more (64 Hz read as 32 Hz doubles the length).
+OVERRUN_TOLERANCE = 0.25
+
+
+def cardiac_coverage_problems(
+    signal: CardiacSignal,
+    video_duration_s: float,
+    path: Path,
+    video: Path | None = None,
+    ends_with_video: bool = False,
+) -> list[Problem]:
+    """Ground truth that starts after the video or ends well before it (more than `COVERAGE_TOLERANCE_S` of video
+    uncovered), or, with `ends_with_video`, runs well past its end (a wrong sampling rate). Labels use the overlap;
+    these are problems of the ground-truth file `path`, with the `video` named beside it."""
     t = signal.times()
     if len(t) < 2:
         return [Problem(str(path), "ground truth has fewer than 2 samples")]
+    the_video = f"the video {video}" if video is not None else "the video"
     uncovered = max(0.0, t[0]) + max(0.0, video_duration_s - t[-1])
-    if uncovered > 1.0:
+    if uncovered > COVERAGE_TOLERANCE_S:
         return [
             Problem(
                 str(path),
-                f"ground truth covers {max(t[0], 0):.2f}-{t[-1]:.2f} s but the video lasts {video_duration_s:.2f} s "
-                "(ground truth shorter than the video)",
+                f"ground truth covers {max(t[0], 0):.2f}-{t[-1]:.2f} s but {the_video} lasts "
+                f"{video_duration_s:.2f} s (ground truth shorter than the video)",
+            )
+        ]
+    if ends_with_video and t[-1] - video_duration_s > max(COVERAGE_TOLERANCE_S, OVERRUN_TOLERANCE * video_duration_s):
+        rate = f" ({signal.fs_hz:g} Hz)" if signal.fs_hz else ""
+        return [
+            Problem(
+                str(path),
+                f"ground truth runs to {t[-1]:.2f} s but {the_video} lasts {video_duration_s:.2f} s and the two "
+                f"should end together (ground truth longer than the video): is its sampling rate{rate} right?",
             )
         ]
     return []

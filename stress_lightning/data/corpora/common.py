@@ -7,8 +7,9 @@ and the manifest import them; moving them is left for a later clean-up.
 
 from __future__ import annotations
 
+import csv
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -125,6 +126,43 @@ def strictly_increasing(times_s: np.ndarray, values: np.ndarray) -> tuple[np.nda
     return times, np.bincount(inverse, weights=values, minlength=len(times)) / counts
 
 
+def iter_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(line in the file, stripped fields) of every line of a CSV that is not blank, the header included. Unlike
+    pandas, a row with more or fewer fields than the header stays one row of its own, so a reader can name it and
+    go on with the others (pandas stops at the first such row, or shifts every column by one when it is the first
+    data row). Only a file that is not CSV text at all raises, naming the file (and the line)."""
+    if not path.is_file():
+        raise CorpusError(path, "file is missing")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, skipinitialspace=True)
+        try:
+            for fields in reader:
+                if any(field.strip() for field in fields):
+                    yield reader.line_num, [field.strip() for field in fields]
+        except UnicodeDecodeError as exc:
+            raise CorpusError(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except csv.Error as exc:
+            raise CorpusError(path, f"line {reader.line_num}: cannot be parsed as CSV ({exc})") from exc
+
+
+def csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and, per data row, (its line in the file, its stripped fields), by `iter_csv`."""
+    rows = iter_csv(path, delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise CorpusError(path, "file is empty (no header row)")
+    return first[1], list(rows)
+
+
+def field_count_problem(fields: Sequence[str], header: Sequence[str]) -> str | None:
+    """Why a CSV row does not fit its header (too many or too few fields), or None."""
+    if len(fields) == len(header):
+        return None
+    hint = " (an unquoted comma in a value?)" if len(fields) > len(header) else ""
+    count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
+    return f"has {count} but the header has {len(header)} ({','.join(header)}){hint}"
+
+
 def is_number(text: str) -> bool:
     """Whether `float(text)` parses (for naming the first bad value of a numeric field)."""
     try:
@@ -138,10 +176,16 @@ def is_number(text: str) -> bool:
 EVENT_COLUMNS: list[str] = ["start_s", "apex_start_s", "apex_end_s", "end_s", "label"]
 
 
-def numeric_column(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float64; a non-numeric, empty or non-finite cell is a problem naming the file and row."""
+def numeric_column(path: Path, table: pd.DataFrame, column: str, missing_ok: bool = False) -> np.ndarray:
+    """A column as float64; a non-numeric, empty or non-finite cell is a problem naming the file and row.
+    `missing_ok`: empty and NaN cells (a recording's dropouts) are kept as NaN; text that is no number still is a
+    problem."""
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
+    if missing_ok:
+        # pandas reads empty cells and NaN spellings as NA: a cell that is not NA but no number is text.
+        bad = np.flatnonzero(np.isnan(values) & table[column].notna().to_numpy())
+    else:
+        bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         raise CorpusError(
             path,

@@ -13,7 +13,7 @@ import pyedflib
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, split_subjects
 from stress_lightning.data.corpora.common import check_split_fractions
 from stress_lightning.data.errors import CorpusError
-from stress_lightning.data.items import CardiacRef, CardiacSignal, ClassLabel, Item, VideoFile
+from stress_lightning.data.items import CardiacRef, CardiacSignal, ClassLabel, Item, VideoFile, cardiac_rate_problem
 
 # feltEmo codes of the emotion experiment (the database manual): the participant's own keyword for the clip.
 FELT_EMOTIONS: dict[str, str] = {
@@ -70,7 +70,9 @@ def _open_bdf(path: Path) -> pyedflib.EdfReader:
     try:
         return pyedflib.EdfReader(str(path))
     except OSError as exc:
-        raise CorpusError(path, f"cannot be read as a BDF file ({exc})") from exc
+        # pyedflib starts its message with the path, which the CorpusError already names.
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise CorpusError(path, f"cannot be read as a BDF file ({reason})") from exc
 
 
 def _channel_index(reader: pyedflib.EdfReader, path: Path, name: str) -> int:
@@ -90,6 +92,11 @@ def bdf_sync(path: Path, lead: EcgLead) -> tuple[float, float]:
         status = reader.readSignal(index, digital=True).astype(np.int64)
     if len(rates) > 1:
         raise CorpusError(path, f"channels of lead {lead} have different sampling rates {sorted(rates)}")
+    problem = cardiac_rate_problem("ecg", next(iter(rates)))
+    if problem is not None:  # a header whose samples per record or record duration is wrong
+        raise CorpusError(path, f"channel {lead}: {problem}")
+    if not (np.isfinite(fs) and fs > 0):
+        raise CorpusError(path, f"channel {STATUS_CHANNEL} has no usable sampling rate ({fs:g} Hz)")
     onset = np.flatnonzero(status & TRIGGER_MASK)
     if onset.size == 0:
         raise CorpusError(path, "Status channel holds no trigger (no video start marked)")

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked, split_subjects
 from stress_lightning.data.corpora.common import (
     check_split_fractions,
+    csv_rows,
     is_number,
     label_column,
     numeric_column,
@@ -42,6 +43,7 @@ from stress_lightning.data.items import (
     StressSegment,
     StressSegments,
     VideoFile,
+    cardiac_rate_problem,
 )
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "subject")
@@ -72,6 +74,8 @@ SEGMENT_COLUMNS: list[str] = ["start_s", "end_s", "label"]
 TIME_COLUMN = "time_s"
 # frame_times: an optional column naming each row's frame file inside the folder.
 FRAME_FILE_COLUMN = "file"
+# How a reader hands on a problem with a file (`Corpus.report`: raise or record, by on_error).
+Report = Callable[[Path, str], None]
 
 
 @CORPORA.register("manifest")
@@ -111,10 +115,13 @@ class ManifestCorpus(Corpus):
 
     Problems: a manifest that cannot be parsed, a missing required column or value, an unknown split or a
     subject in two splits raise `CorpusError` (the manifest is wrong, whatever `on_error`). A listed file that
-    is missing or malformed, a bad value in a row, rows without a split where others have one, and a duplicate
-    item id are reported (`on_error`: fail raises, skip leaves the row out), naming the file and the manifest
-    line. Cardiac files are parsed by `load_cardiac` (a missing rate or times, times that do not increase,
-    non-finite values are problems of that file, found by `check` / `data summary` or when labelling).
+    is missing or malformed, a bad value in a row (a cardiac_fs_hz implausible for its kind among them), a CSV
+    row with more fields than the header (fewer: the trailing columns are empty), rows without a split where
+    others have one, and a duplicate item id are reported (`on_error`: fail raises, skip leaves the row out),
+    naming the file and the manifest line. Cardiac files are parsed by `load_cardiac` (a missing rate or times,
+    times that do not increase, text that is no number are problems of that file, found by `check` / `data
+    summary` or when labelling); empty and NaN values are dropouts, bridged or masked when labelling
+    (`data.labels`).
 
     Args:
         path: the manifest, relative to root (or absolute).
@@ -149,7 +156,7 @@ class ManifestCorpus(Corpus):
     # -- reading ------------------------------------------------------------------------------------------
     def read(self, root: Path) -> list[Item]:
         manifest = self.manifest_file(root)
-        rows = read_manifest(manifest)
+        rows = read_manifest(manifest, self.report)
         splits = self.assign_splits(manifest, rows)
         items: list[Item] = []
         first_line: dict[str, int] = {}
@@ -289,6 +296,9 @@ class ManifestCorpus(Corpus):
                 "(required with `cardiac`)",
             )
         fs_hz = row_number(manifest, line, row, "cardiac_fs_hz", positive=True)
+        rate_problem = cardiac_rate_problem(kind, fs_hz) if fs_hz is not None else None
+        if rate_problem is not None:
+            raise CorpusError(manifest, f"line {line}: cardiac_fs_hz: {rate_problem}")
         offset_s = row_number(manifest, line, row, "cardiac_offset_s") or 0.0
         column = row.get("cardiac_column") or None
         if fs_hz is None or column is not None:
@@ -339,12 +349,13 @@ class ManifestCorpus(Corpus):
 
 
 # -- the manifest file --------------------------------------------------------------------------------------------
-def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
+def read_manifest(path: Path, report: Report | None = None) -> list[tuple[int, dict[str, str]]]:
     """(line in the file, row) for every row, values as stripped text (empty = absent); required columns and
-    values checked."""
+    values checked. A CSV row with more fields than the header goes to `report` (the corpus' on_error decides)
+    and is left out; without `report` it raises."""
     if not path.is_file():
         raise CorpusError(path, "manifest file is missing")
-    rows = read_jsonl(path) if path.suffix.lower() in JSONL_SUFFIXES else read_manifest_csv(path)
+    rows = read_jsonl(path) if path.suffix.lower() in JSONL_SUFFIXES else read_manifest_csv(path, report)
     if not rows:
         raise CorpusError(path, "manifest lists no items")
     for line, row in rows:
@@ -354,20 +365,25 @@ def read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
-def read_manifest_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
-    table = read_csv_checked(path, [], dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
-    if not isinstance(table.index, pd.RangeIndex):
-        # pandas turns the first column into an index when rows have more fields than the header.
-        raise CorpusError(path, "rows have more fields than the header has columns (an unquoted comma?)")
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+def read_manifest_csv(path: Path, report: Report | None = None) -> list[tuple[int, dict[str, str]]]:
+    header, records = csv_rows(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise CorpusError(path, f"missing required column(s) {missing}; found {list(table.columns)}")
+        raise CorpusError(path, f"missing required column(s) {missing}; found {header}")
     rows = []
-    for index, record in enumerate(table.to_dict("records")):
-        values = {k: str(v).strip() for k, v in record.items()}
-        if any(values.values()):  # blank lines are no rows
-            rows.append((index + 2, values))  # line 1 is the header
+    for line, fields in records:
+        if len(fields) > len(header):
+            # Its values cannot be matched to columns (an unquoted comma shifts every one after it).
+            problem = (
+                f"line {line}: has {len(fields)} fields but the header has {len(header)} (an unquoted comma in a "
+                "value? quote it)"
+            )
+            if report is None:
+                raise CorpusError(path, problem)
+            report(path, problem)
+            continue
+        # Fewer fields than the header: the trailing columns are empty, as spreadsheets write them.
+        rows.append((line, dict(zip(header, fields + [""] * (len(header) - len(fields)), strict=True))))
     return rows
 
 
@@ -460,17 +476,20 @@ def _separator(path: Path, first_line: str) -> str:
     return "," if "," in first_line else r"\s+"
 
 
-def _first_line(path: Path) -> str:
+def _first_line(path: Path) -> tuple[int, str]:
+    """(blank lines before it, the first line that is not blank); (n, "") for a blank file."""
+    skipped = 0
     with path.open(encoding="utf-8-sig", errors="replace") as f:
         for text in f:
             if text.strip():
-                return text.strip()
-    return ""
+                return skipped, text.strip()
+            skipped += 1
+    return skipped, ""
 
 
 def _header_fields(path: Path) -> tuple[str, str, list[str] | None]:
     """(first line, separator, header names or None when the first line is data)."""
-    first = _first_line(path)
+    _, first = _first_line(path)
     if not first:
         raise CorpusError(path, "file is empty")
     sep = _separator(path, first)
@@ -480,11 +499,24 @@ def _header_fields(path: Path) -> tuple[str, str, list[str] | None]:
 
 def read_table(path: Path) -> pd.DataFrame:
     """A numeric table from CSV/TSV/plain text, with or without a header row; columns named by the header or
-    numbered from 0 ("0", "1", ...)."""
+    numbered from 0 ("0", "1", ...). A blank line between data lines is a row of missing values (in a file of one
+    value per line, a dropout exported as an empty cell), never skipped: skipping it would move every later sample
+    one step earlier in time. Blank lines before the first line and after the last are ignored."""
     if not path.is_file():
         raise CorpusError(path, "file is missing")
     _, sep, header = _header_fields(path)
-    table = read_csv_checked(path, [], sep=sep, header=None if header is None else 0, encoding="utf-8-sig")
+    leading, _ = _first_line(path)
+    table = read_csv_checked(
+        path,
+        [],
+        sep=sep,
+        header=None if header is None else 0,
+        encoding="utf-8-sig",
+        skiprows=leading,
+        skip_blank_lines=False,
+    )
+    filled = np.flatnonzero(table.notna().any(axis=1).to_numpy())
+    table = table.iloc[: filled[-1] + 1 if len(filled) else 0].reset_index(drop=True)
     table.columns = [str(c).strip() for c in table.columns]
     return table
 
@@ -520,10 +552,8 @@ def read_cardiac_file(path: Path, column: str | None = None) -> tuple[np.ndarray
             array = array.ravel()
         if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
             raise CorpusError(path, f"expected a 1-D numeric array, got shape {array.shape} of {array.dtype}")
+        # NaN samples are dropouts, bridged or masked when labelling (`data.labels.cardiac_truth`).
         values = array.astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise CorpusError(path, f"has {len(bad)} non-finite value(s), the first at index {bad[0]}")
     else:
         table = read_table(path)
         if column is not None:
@@ -539,7 +569,7 @@ def read_cardiac_file(path: Path, column: str | None = None) -> tuple[np.ndarray
                     else f"has no value column besides {TIME_COLUMN}",
                 )
             column = others[0]
-        values = numeric_column(path, table, column)
+        values = numeric_column(path, table, column, missing_ok=True)
         if TIME_COLUMN in table.columns:
             times = numeric_column(path, table, TIME_COLUMN)
             check_increasing(path, times, f"{TIME_COLUMN} times")

@@ -101,6 +101,7 @@ class UbfcPhysCorpus(Corpus):
     layout = "sN/vid_sN_Tk.avi + sN/bvp_sN_Tk.csv (64 Hz) + sN/info_sN.txt, k = 1 (rest), 2 (speech), 3 (arithmetic)"
     url = "https://sites.google.com/view/ybenezeth/ubfc-phys"
     stress_map = {"T1": "low", "T2": "normal", "T3": "high"}
+    cardiac_ends_with_video = True  # the release cuts each BVP to its video; its files carry no rate of their own
 
     def __init__(
         self,
