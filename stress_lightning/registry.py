@@ -16,7 +16,21 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 class UnknownNameError(LookupError):
-    """A registry lookup with a name nobody registered; the message lists the known names."""
+    """A registry lookup with a name nobody registered; the message lists the known names.
+
+    `kind` (e.g. "spatial backbone"), `name` (what was asked for) and `known` let a caller say which option held the
+    name (the CLI looks the name up in the parsed config).
+    """
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"unknown {kind} {name!r}; known names: {', '.join(self.known) or '(none)'}")
+
+    def __reduce__(self):
+        # DataLoader workers send errors back pickled: rebuild from the fields, not from the message.
+        return (type(self), (self.kind, self.name, self.known))
 
 
 class Registry:
@@ -68,8 +82,7 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known names: {known}") from None
+            raise UnknownNameError(self.kind, name, sorted(self._entries)) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
         """Construct the entry registered under `name` with keyword arguments."""

@@ -296,7 +296,12 @@ class StressMLFlowLogger(MLFlowLogger):
       while it is still away raises TrackingSyncError naming that file (`stress-lightning sync <file>` sends it);
     - checkpoints (`log_model=True`) are logged under `checkpoints/` with names every store accepts
       (`checkpoint_artifact_name`), each with a `<name>.yaml` (score, monitor, aliases best/latest);
-    - `resume(run_id)` continues an existing run (the CLI does it for `fit --ckpt_path`).
+    - `resume(run_id)` continues an existing run (the CLI does it for `fit --ckpt_path`);
+    - the run is created (or a resumed one reopened) on first real need: `run_id`/`version` (ModelCheckpoint's
+      folder, the saved config), logging, checkpoints. `experiment` alone gives the client with the experiment
+      ensured, so a fit that fails in `prepare_data` or `setup` (a corpus that yields nothing) leaves no run;
+    - `end_status`: when set (e.g. "KILLED"), `finalize` ends the run with this MLflow status whatever status
+      Lightning passes.
     """
 
     def __init__(
@@ -338,6 +343,8 @@ class StressMLFlowLogger(MLFlowLogger):
         self._resumed = False
         self._resume_checkpoint: str | None = None
         self._ended_offline = False
+        # When set (e.g. "KILLED"), finalize ends the run with this MLflow status whatever status Lightning passes.
+        self.end_status: str | None = None
 
     @property
     def tracking_uri(self) -> str:
@@ -368,22 +375,50 @@ class StressMLFlowLogger(MLFlowLogger):
         return self._resumed
 
     @property
+    def run_created(self) -> bool:
+        """True once this logger created its run or reopened the one it resumes (then `finalize` ends it)."""
+        return self._initialized
+
+    @property
     @rank_zero_experiment
     def experiment(self) -> MlflowClient:
+        """The MlflowClient, with the store probed and the experiment ensured; the run is not created here.
+
+        Lightning touches `experiment` before `prepare_data`/`setup` have run; a run created then would be left
+        FAILED by a config that never started. `run_id` (and everything that logs) creates it.
+        """
         if not self._initialized:
             self.check_reachable()
-            if self._run_id is None and self._experiment_id is None:
-                self._experiment_id = ensure_experiment(self._experiment_name, self._tracking_uri, self._artifact_root)
-            client = super().experiment
-            if self._resumed:
-                # A resumed run is running again until this process finalizes it.
-                client.update_run(self._run_id, status="RUNNING")
-                count = int(client.get_run(self._run_id).data.tags.get("resume.count", "0")) + 1
-                client.set_tag(self._run_id, "resume.count", str(count))
-                if self._resume_checkpoint:
-                    client.set_tag(self._run_id, "resume.checkpoint", self._resume_checkpoint)
-            return client
-        return super().experiment
+            if self._experiment_id is None:
+                if self._run_id is None:
+                    self._experiment_id = ensure_experiment(
+                        self._experiment_name, self._tracking_uri, self._artifact_root
+                    )
+                else:
+                    # An existing run (resume, or run_id given): read its experiment, leave the run as it is.
+                    self._experiment_id = self._mlflow_client.get_run(self._run_id).info.experiment_id
+        return self._mlflow_client
+
+    @rank_zero_only
+    def _open_run(self) -> None:
+        """Create the run, or reopen the one given (run_id/resume), once; global rank 0 only."""
+        if self._initialized:
+            return
+        _ = self.experiment
+        client = super().experiment  # Lightning's: creates the run (tags, run name) or reads the given one
+        if self._resumed:
+            # A resumed run is running again until this process finalizes it.
+            client.update_run(self._run_id, status="RUNNING")
+            count = int(client.get_run(self._run_id).data.tags.get("resume.count", "0")) + 1
+            client.set_tag(self._run_id, "resume.count", str(count))
+            if self._resume_checkpoint:
+                client.set_tag(self._run_id, "resume.checkpoint", self._resume_checkpoint)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id, creating the run on first access (None on ranks other than global rank 0)."""
+        self._open_run()
+        return self._run_id
 
     # -- logging that survives a lost store ------------------------------------------------------------------------
     @rank_zero_only
@@ -409,7 +444,7 @@ class StressMLFlowLogger(MLFlowLogger):
         self._deliver("params", {k: truncate_param_value(str(v)) for k, v in flat.items()})
 
     def _send(self, kind: str, payload: Any) -> None:
-        client = self.experiment
+        client = self.experiment  # the run exists: _deliver opened it
         if kind == "metrics":
             for start in range(0, len(payload), MAX_METRICS_PER_BATCH):
                 batch = payload[start : start + MAX_METRICS_PER_BATCH]
@@ -422,7 +457,7 @@ class StressMLFlowLogger(MLFlowLogger):
 
     def _deliver(self, kind: str, payload: Any) -> None:
         # The run must exist before anything can be kept for it (creating it needs the store: that error is raised).
-        _ = self.experiment
+        self._open_run()
         if self._pending is not None and not self._flush_pending():
             self._keep(kind, payload, None)
             return
@@ -484,8 +519,14 @@ class StressMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
+        # A logger whose run was never created (the fit failed before it started) has nothing to end.
         if not self._initialized or self._ended_offline:
             return
+        # Only a fit that ended well raises over a store that stayed away (SLURM's requeue handler passes "finished").
+        completed = status == "success" and self.end_status is None
+        status = self.end_status or {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(
+            status, status
+        )
         reason = self._unreachable() if self._flush_pending() else "still unreachable"
         if reason is None:
             super().finalize(status)
@@ -495,16 +536,16 @@ class StressMLFlowLogger(MLFlowLogger):
         if self._checkpoint_callback is not None:
             for _t, path, _score, _tag in _scan_checkpoints(self._checkpoint_callback, self._logged_model_time):
                 pending.add_artifact(path, CHECKPOINT_ARTIFACT_DIR, checkpoint_artifact_name(path))
-        pending.add_end({"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, status))
+        pending.add_end(status)
         self._ended_offline = True
         message = (
             f"MLflow tracking store {display_uri(self._tracking_uri)} did not come back before run {self._run_id} "
             f"ended: {pending.metric_count} metric values and the run's end are kept in {pending.path}; send them "
             f"with `stress-lightning sync {pending.path}` once the store answers"
         )
-        if status == "success":
+        if completed:
             raise TrackingSyncError(message)
-        # A failing run is already raising its own error: add this one as a warning, not over it.
+        # A failing or stopped run is already ending with its own error: add this one as a warning, not over it.
         rank_zero_warn(message)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
@@ -521,9 +562,9 @@ class StressMLFlowLogger(MLFlowLogger):
                 "mode": checkpoint_callback.mode,
                 "aliases": aliases,
             }
-            log_artifact_as(self.experiment, self._run_id, path, CHECKPOINT_ARTIFACT_DIR, name)
+            log_artifact_as(self.experiment, self.run_id, path, CHECKPOINT_ARTIFACT_DIR, name)
             with tempfile.TemporaryDirectory(prefix="stress_ckpt_meta_") as tmp:
                 meta_path = Path(tmp) / f"{Path(name).stem}.yaml"
                 meta_path.write_text(yaml.safe_dump(metadata, sort_keys=False), encoding="utf-8")
-                self.experiment.log_artifact(self._run_id, str(meta_path), CHECKPOINT_ARTIFACT_DIR)
+                self.experiment.log_artifact(self.run_id, str(meta_path), CHECKPOINT_ARTIFACT_DIR)
             self._logged_model_time[path] = timestamp
