@@ -489,7 +489,8 @@ class ClipDataModule(pl.LightningDataModule):
             return "no items"
         return (
             f"{s.clips} clips, {s.stills} images; left out: {s.dropped_no_face} clips without a face, "
-            f"{s.dropped_unlabelled} unlabelled images, {len(s.too_short)} items shorter than a clip"
+            f"{s.dropped_unlabelled} unlabelled images, {len(s.too_short)} items shorter than a clip "
+            f"of {self.spec.clip_seconds:g} s (data.init_args.clip_seconds)"
         )
 
     def _print_summary(self, expression_map: LabelMap) -> None:

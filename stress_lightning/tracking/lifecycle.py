@@ -358,7 +358,9 @@ class FaultTolerance(Callback):
         from stress_lightning.tracking.callbacks import find_mlflow_logger
 
         logger = find_mlflow_logger(trainer)
-        if logger is not None and trainer.is_global_zero and getattr(logger, "_run_id", None):
+        # Only a run this process opened (a resumed logger knows its run id before it reopens the run).
+        created = getattr(logger, "run_created", bool(getattr(logger, "_run_id", None)))
+        if logger is not None and trainer.is_global_zero and created:
             # Lightning ends the run FAILED after the callbacks; the logger ends it with this status instead.
             logger.end_status = "KILLED"
             where = f"; resume with --ckpt_path {saved}" if saved else ""
