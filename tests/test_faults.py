@@ -220,6 +220,7 @@ def test_runs_reap_closes_only_the_runs_whose_process_is_gone(tmp_path: Path, ca
         "untagged": {},
     }.items():
         runs[name] = client.create_run(experiment, run_name=name, tags=tags).info.run_id
+    client.log_metric(runs["dead"], "train/loss", 1.5, timestamp=1_700_000_000_000)
 
     assert run_command(["runs", "reap", "--tracking-uri", store, "--dry-run"]) == 0
     assert client.get_run(runs["dead"]).info.status == "RUNNING"
@@ -227,6 +228,8 @@ def test_runs_reap_closes_only_the_runs_whose_process_is_gone(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert f"{runs['dead']} (dead): process {dead.pid} on" in printed
     assert f"{runs['elsewhere']} (elsewhere): RUNNING, process 1 on another-host.example" in printed
+    # Ended at its last sign of life, not when it was found.
+    assert client.get_run(runs["dead"]).info.end_time == 1_700_000_000_000
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING", "untagged": "RUNNING"}
     # A run of another host is closed when named; a run whose process is alive here is refused.

@@ -156,7 +156,8 @@ def close_run(client: Any, run_id: str, reason: str, status: str = "KILLED") -> 
     """End a run with `status`, saying why in the `stress_lightning.end_reason` tag. The end time is the run's
     last activity (its newest metric), not the moment it was found."""
     run = client.get_run(run_id)
-    times = [m.timestamp for m in run.data.metrics.values()] if hasattr(run.data, "metrics") else []
+    # RunData keeps the Metric entities (with their timestamps) beside the plain values of `metrics`.
+    times = [m.timestamp for m in getattr(run.data, "_metric_objs", None) or [] if getattr(m, "timestamp", None)]
     client.set_tag(run_id, TAG_END_REASON, reason)
     client.set_terminated(run_id, status, end_time=max(times) if times else None)
 
@@ -301,8 +302,15 @@ class FaultTolerance(Callback):
         for key, value in process_tags().items():
             client.set_tag(run_id, key, value)
         if self.reap_stale_runs:
+            from mlflow.exceptions import MlflowException
+
             experiment_id = client.get_run(run_id).info.experiment_id
-            for run in reap_stale_runs(client, [experiment_id], exclude={run_id}):
+            try:
+                reaped = reap_stale_runs(client, [experiment_id], exclude={run_id})
+            except MlflowException as err:  # housekeeping: the fit goes on, `runs reap` can do it later
+                rank_zero_warn(f"could not close the runs killed processes left RUNNING: {err}")
+                reaped = []
+            for run in reaped:
                 rank_zero_info(f"MLflow run {run.run_id} ({run.run_name}) was left RUNNING ({run.reason}): KILLED")
 
     # -- signals -------------------------------------------------------------------------------------------------
