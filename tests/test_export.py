@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,12 @@ from stress_lightning.export.tensorrt import (
     tensorrt_available,
     trtexec_command,
 )
-from stress_lightning.inference.loading import onnx_spec
+from stress_lightning.inference.integrity import CHECKSUMS_TAG, UnverifiedModelWarning, sha256_file
+from stress_lightning.inference.loading import onnx_spec, resolve_model
 from stress_lightning.inference.spec import ModelSpec
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.tracking.callbacks import MLflowRunCallback, RegistryCallback
-from stress_lightning.tracking.registry import ModelRegistry
+from stress_lightning.tracking.registry import EXPORT_SHA256_TAGS, ModelRegistry
 from stress_lightning.tracking.store import StressMLFlowLogger
 
 ROI_FRAMES = 64
@@ -371,6 +373,8 @@ def test_callbacks_export_register_and_tag_the_run(tmp_path: Path) -> None:
     expected_spec = tiny_spec()
     for name in ("model.onnx", "expression.onnx", "model_fp16.onnx"):
         assert onnx_spec(local / name) == expected_spec
+        # Each exported file's SHA-256 is a run tag (the registry's record of it, apart from the artifact store).
+        assert tags[EXPORT_SHA256_TAGS[name]] == sha256_file(local / name)
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {f"plots/test_{n}.png" for n in ("expression_confusion", "stress_confusion", "hr_trace")} <= plots
     assert "plots/test_hr_bland_altman.png" in plots
@@ -380,6 +384,16 @@ def test_callbacks_export_register_and_tag_the_run(tmp_path: Path) -> None:
     assert registry.get_alias_version("champion") == "1"
     version_tags = registry.get_version("1").tags
     assert version_tags["promotion.decision"] == "champion"
+    # The version carries the export digests and its model's checksum record; it loads checked against both.
+    assert version_tags["export.onnx.sha256"] == tags["export.onnx.sha256"]
+    recorded = json.loads(version_tags[CHECKSUMS_TAG])
+    assert {"MLmodel", "artifacts/checksums.json", "stress_multitask_model.py"} <= set(recorded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnverifiedModelWarning)
+        loaded = resolve_model("models:/stress-multitask@champion", tracking_uri=uri)
+    # The ONNX graphs the model carries are the ones the export callback checked and recorded.
+    assert sha256_file(loaded.onnx_path) == tags["export.onnx.sha256"]
+    assert sha256_file(loaded.expression_onnx_path) == tags["export.expression_onnx.sha256"]
     assert json.loads(json.dumps(version_tags))["promotion.metric"] == "test/stress_f1"
 
 

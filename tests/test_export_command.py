@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ from stress_lightning.commands import CommandError
 from stress_lightning.commands.export import main
 from stress_lightning.export.onnx import FP16_ATOL, FP16_RTOL, example_clips, onnx_session
 from stress_lightning.export.tensorrt import tensorrt_available
+from stress_lightning.inference.integrity import ChecksumMismatch, sha256_file
 from stress_lightning.inference.loading import onnx_spec, resolve_model
 from stress_lightning.models.module import MultiTaskStressModule
 from stress_lightning.models.net import MultiTaskNet
@@ -68,10 +70,18 @@ def test_export_writes_checked_onnx_files_with_the_spec(checkpoint: Path, export
         "model.onnx",
         "expression.onnx",
         "model_fp16.onnx",
+        "checksums.json",
         "export_report.json",
     }
     report = json.loads((out / "export_report.json").read_text())
     assert report["status"] == "ok" and report["format"] == "onnx" and report["opset"] == 17
+    # Every file written has its SHA-256 in the report and in checksums.json.
+    checksums = json.loads((out / "checksums.json").read_text())
+    assert checksums["algorithm"] == "sha256" and set(checksums["files"]) == set(report["files"])
+    for name, entry in checksums["files"].items():
+        assert entry["sha256"] == report["sha256"][name] == sha256_file(out / name)
+        assert entry["bytes"] == report["files"][name]
+    assert "checksums: " in printed
     assert report["spec"]["roi_frames"] == 100 and report["spec"]["stress_names"] == ["calm", "tense"]
     assert report["files"] == {
         p: (out / p).stat().st_size for p in ("model.onnx", "expression.onnx", "model_fp16.onnx")
@@ -124,9 +134,29 @@ def test_onnx_input_converts_fp16_and_names_what_tensorrt_lacks(
         "model.onnx",
         "expression.onnx",
         "model_fp16.onnx",
+        "checksums.json",
         "export_report.json",
     }
     assert not (out / "model_fp16.engine").exists()
+    assert set(json.loads((out / "checksums.json").read_text())["files"]) == set(report["sha256"])
+
+
+def test_an_exported_file_that_changed_is_not_loaded(exported: tuple[Path, str], tmp_path: Path, bad_input) -> None:
+    source, _ = exported
+    folder = tmp_path / "deployed"
+    shutil.copytree(source, folder)
+    assert resolve_model(folder / "model.onnx").onnx_path == folder / "model.onnx"  # intact: loads
+    for name in ("model.onnx", "expression.onnx"):
+        data = bytearray((source / name).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (folder / name).write_bytes(bytes(data))
+        with pytest.raises(ChecksumMismatch, match=f"{name} does not match its checksum") as err:
+            resolve_model(folder / "model.onnx")
+        assert str(folder / "checksums.json") in str(err.value)
+        bad_input.record(
+            "checkpoints", f"exported {name} with one byte flipped, beside its checksums.json", str(err.value)
+        )
+        shutil.copyfile(source / name, folder / name)
 
 
 def test_bad_inputs_name_the_path(tmp_path: Path, checkpoint: Path) -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import re
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -44,9 +47,10 @@ from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS
 from stress_lightning.export.onnx import export_expression_onnx, export_onnx
 from stress_lightning.inference.api import StressModel, as_source, window_columns, windows_table
 from stress_lightning.inference.engine import CLASSIC_WINDOW_S, StreamEngine, StreamSettings
+from stress_lightning.inference.integrity import UnverifiedModelWarning
 from stress_lightning.inference.loading import ModelLoadError, resolve_model
 from stress_lightning.inference.runtime import OnnxRunner, TorchRunner, make_runner
-from stress_lightning.inference.sources import FrameSource, SourceError, open_source
+from stress_lightning.inference.sources import FrameSource, SourceError, open_source, watch_live
 from stress_lightning.inference.spec import ONNX_SPEC_KEY, ModelSpec, spec_from_hparams, spec_from_module
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.signals.ecg import detect_r_peaks
@@ -229,6 +233,11 @@ def test_load_from_local_mlflow_folder_and_registry(module, spec: ModelSpec, sto
     assert loaded.expression_onnx_path is not None and loaded.expression_onnx_path.is_file()
     assert ONNX_SPEC_KEY in {p.key for p in onnx.load(str(loaded.onnx_path)).metadata_props}
     np.testing.assert_allclose(_outputs(loaded.net)["stress_probs"], _outputs(module.net)["stress_probs"], atol=1e-6)
+    # Logged with checksums: loading checks them and has nothing to warn about.
+    assert (local / "artifacts" / "checksums.json").is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnverifiedModelWarning)
+        resolve_model(local)
     onnx_only = resolve_model(local, prefer="onnx")
     assert onnx_only.net is None and onnx_only.onnx_path == loaded.onnx_path
     assert make_runner(onnx_only).name == "onnx"
@@ -372,7 +381,7 @@ def test_predict_one_row_per_update(model: StressModel, face_mp4: Path, spec: Mo
     assert table["stress_level"].isin(STRESS_NAMES).all() and table["expression"].isin(spec.expression_names).all()
     probs = table[[f"stress_prob_{n}" for n in STRESS_NAMES]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert (table["face_fraction"] == 1.0).all()
+    assert (table["face_fraction"] == 1.0).all() and (table["faces_in_view"] == 1).all()
 
 
 @pytest.mark.shared_data
@@ -506,50 +515,67 @@ def test_array_and_iterator_inputs(model: StressModel) -> None:
     assert list(model.predict(frames, fps=FPS).columns) == [n for n, _ in window_columns(model.spec)]
 
 
-@pytest.mark.shared_data
-def test_bad_input_forms_are_named() -> None:
-    frames = face_frames(3)
-    with pytest.raises(SourceError, match=r"uint8 array \[T, H, W, 3\].*float32"):
-        as_source(frames.astype(np.float32), fps=FPS)
-    with pytest.raises(SourceError, match=r"uint8 array \[T, H, W, 3\].*\(3, 180, 320\)"):
-        as_source(frames[..., 0], fps=FPS)
-    with pytest.raises(SourceError, match="needs its frame rate"):
-        as_source(frames)
-    with pytest.raises(SourceError, match="fps > 0"):
-        list(as_source(iter(list(frames))))
-    bad = [frames[0], frames[1], frames[2][..., :2]]
-    with pytest.raises(
-        SourceError, match=r"iterator frame 2: frames must be uint8 RGB \[H, W, 3\], got uint8 \(180, 320, 2\)"
-    ):
-        list(as_source(iter(bad), fps=FPS))
-    with pytest.raises(SourceError, match="got float64"):
-        list(as_source(iter([(0.0, frames[0] / 255.0)])))
-    with pytest.raises(TypeError, match="video must be a path"):
+def test_bad_input_forms_are_named(bad_input) -> None:
+    # Grey frames: only the form is checked here, no face is needed.
+    frames = np.full((3, 180, 320, 3), 128, np.uint8)
+    cases = [
+        ("float32 frame array", lambda: as_source(frames.astype(np.float32), fps=FPS), r"uint8 array.*float32"),
+        ("frame array without colour axis", lambda: as_source(frames[..., 0], fps=FPS), r"\(3, 180, 320\)"),
+        ("frame array without fps", lambda: as_source(frames), "needs its frame rate"),
+        ("frame iterator without fps or timestamps", lambda: list(as_source(iter(list(frames)))), "fps > 0"),
+        (
+            "iterator whose third frame has 2 channels",
+            lambda: list(as_source(iter([frames[0], frames[1], frames[2][..., :2]]), fps=FPS)),
+            r"iterator frame 2: frames must be uint8 RGB \[H, W, 3\], got uint8 \(180, 320, 2\)",
+        ),
+        ("(t, frame) pairs of float frames", lambda: list(as_source(iter([(0.0, frames[0] / 255.0)]))), "float64"),
+    ]
+    for case, attempt, message in cases:
+        with pytest.raises(SourceError, match=message) as err:
+            attempt()
+        bad_input.record("inference inputs", case, str(err.value))
+    with pytest.raises(TypeError, match="video must be a path") as type_err:
         as_source(3.5)
+    bad_input.record("inference inputs", "a float as the video", str(type_err.value))
 
 
-def test_camera_index_is_a_source() -> None:
-    # `as_source` documents camera indices; an index with no camera behind it fails as a SourceError naming it.
-    with pytest.raises(SourceError, match="camera 97: cannot be opened"):
+def test_camera_index_is_a_source(bad_input, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `as_source` documents camera indices; an index with no camera behind it fails as a SourceError naming it,
+    # on Linux from its device node alone (nothing is opened), elsewhere when PyAV and OpenCV cannot open it.
+    with pytest.raises(SourceError, match="camera 97: (no such device|cannot be opened)") as err:
         as_source(97)
-    with pytest.raises(SourceError, match="camera 97: cannot be opened"):
+    bad_input.record("inference inputs", "camera index with no camera behind it", str(err.value))
+    with pytest.raises(SourceError, match="camera 97: (no such device|cannot be opened)"):
         open_source("97")
+    if platform.system() == "Linux":
+        assert "/dev/video97 does not exist; cameras here:" in str(err.value)
+        # The OpenCV fallback, taken where PyAV has no camera input, is silenced and named in the one line.
+        import stress_lightning.inference.sources as sources
+
+        monkeypatch.setattr(sources, "_camera_url", lambda index: (str(index), None))
+        with pytest.raises(SourceError, match="camera 97: cannot be opened .*OpenCV could not open it either"):
+            open_source(97)
 
 
 # -- 5. bad input ------------------------------------------------------------------------------------------------
-def test_not_a_video(model: StressModel, tmp_path: Path) -> None:
+def test_not_a_video(model: StressModel, tmp_path: Path, bad_input) -> None:
     path = tmp_path / "clip.mp4"
     path.write_text("not a video at all\n")
-    with pytest.raises(SourceError, match=re.escape(f"{path}: not a readable video")):
+    with pytest.raises(SourceError, match=re.escape(f"{path}: not a readable video")) as err:
         model.predict(path)
-    with pytest.raises(SourceError, match=re.escape(f"{tmp_path / 'absent.mp4'}: no such file")):
+    bad_input.record("inference inputs", "text file named .mp4 to predict()", str(err.value))
+    with pytest.raises(SourceError, match=re.escape(f"{tmp_path / 'absent.mp4'}: no such file")) as err:
         model.predict(tmp_path / "absent.mp4")
+    bad_input.record("inference inputs", "missing video file to predict()", str(err.value))
 
 
-def test_no_face_gives_an_empty_table_and_a_warning(model: StressModel, tmp_path: Path, video_writer) -> None:
+def test_no_face_gives_an_empty_table_and_a_warning(
+    model: StressModel, tmp_path: Path, video_writer, bad_input
+) -> None:
     path = write_grey_video(video_writer, tmp_path / "grey.mp4", 1.0)
-    with pytest.warns(UserWarning, match=re.escape(f"{path}: no face found in any of its 25 frames")):
+    with pytest.warns(UserWarning, match=re.escape(f"{path}: no face found in any of its 25 frames")) as caught:
         table = model.predict(path)
+    bad_input.record("inference inputs", "video without a face to predict() (warning)", str(caught[0].message))
     assert table.empty and list(table.columns) == [n for n, _ in window_columns(model.spec)]
     records = list(model.stream(path))
     assert len(records) == 25 and not any(r["face"] for r in records)
@@ -558,7 +584,7 @@ def test_no_face_gives_an_empty_table_and_a_warning(model: StressModel, tmp_path
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("large_on_right", [True, False])
-def test_several_faces_track_the_largest(model: StressModel, large_on_right: bool) -> None:
+def test_several_faces_track_the_largest(model: StressModel, large_on_right: bool, bad_input) -> None:
     frames = np.stack([two_faces(f, large_on_right) for f in face_frames(30)])
     engine = model.engine(StreamSettings(max_faces=2))
     boxes, records = [], []
@@ -573,15 +599,30 @@ def test_several_faces_track_the_largest(model: StressModel, large_on_right: boo
     events = [e for r in records for e in r.get("events", [])]
     assert any("faces in view: tracking the largest" in e for e in events), events
     assert len(boxes) >= 25
+    # The last window estimate counts the faces it saw (the table's faces_in_view column).
+    assert engine._estimate is not None and engine._estimate.faces_in_view == 2
     centres = np.array([(b[0] + b[2]) / 2 for b in boxes])
     widths = np.array([b[2] - b[0] for b in boxes])
     # The large copy spans x 250-468 (or 12-230) and its face is ~110 px wide; the small one's is half that.
     assert ((centres > 250) & (centres < 468)).all() if large_on_right else ((centres > 12) & (centres < 230)).all()
     assert np.median(widths) > 80
+    crowd = next(e for e in events if "faces in view" in e)
+    side = "right" if large_on_right else "left"
+    bad_input.record("inference inputs", f"two faces, the larger on the {side} (stream event)", crowd)
+
+    # predict() says so once, in a warning, and each window says how many faces it saw.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = model.predict(frames, fps=FPS)
+    warned = [str(w.message) for w in caught if "faces in view" in str(w.message)]
+    assert len(warned) == 1 and re.match(r"array: up to 2 faces in view \(in \d+ of its 30 frames\)", warned[0])
+    assert "the largest face was tracked" in warned[0]
+    bad_input.record("inference inputs", f"two faces, the larger on the {side} (predict warning)", warned[0])
+    assert list(table.columns) == [n for n, _ in window_columns(model.spec)] and "faces_in_view" in table.columns
 
 
 @pytest.mark.shared_data
-def test_frame_size_change_is_reported_and_processing_continues(model: StressModel) -> None:
+def test_frame_size_change_is_reported_and_processing_continues(model: StressModel, bad_input) -> None:
     first = face_frames(30)
     second = np.stack([cv2_resize(f, (256, 144)) for f in face_frames(30)])
     frames = [*first, *second]
@@ -591,6 +632,7 @@ def test_frame_size_change_is_reported_and_processing_continues(model: StressMod
     changes = [(i, e) for i, e in events if "frame size changed" in e]
     assert len(changes) == 1 and changes[0][0] == 30, events
     assert "320x180" in changes[0][1] and "256x144" in changes[0][1]
+    bad_input.record("inference inputs", "frame size 320x180 -> 256x144 mid-stream (stream event)", changes[0][1])
     # The face is tracked again on the new size within a few frames, and expression comes back.
     assert all(r["face"] for r in records[35:])
     assert records[-1]["expression"] is not None
@@ -602,9 +644,9 @@ def cv2_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-@pytest.mark.shared_data
-def test_a_source_that_fails_midway_keeps_the_records_so_far(model: StressModel) -> None:
-    frames = face_frames(20)
+def test_a_source_that_fails_midway_keeps_the_records_so_far(model: StressModel, bad_input) -> None:
+    # Grey frames: what matters is that every frame before the failure is processed.
+    frames = np.full((20, 180, 320, 3), 128, np.uint8)
 
     def camera():
         for i, f in enumerate(frames):
@@ -617,20 +659,32 @@ def test_a_source_that_fails_midway_keeps_the_records_so_far(model: StressModel)
             received.append(record)
     assert [r["frame"] for r in received] == list(range(20))
 
-    # A live source that stops by itself says so in `closed_early`; the engine processes every frame it gave.
-    source = FrameSource("camera 1", iter([]), live=True)
+    # A live source read through `watch_live` (as cameras are): one that stops delivering without closing ends the
+    # stream after the stall timeout, says so in `closed_early`, and every frame it gave was processed.
+    release = threading.Event()
 
-    def live():
+    def hanging():
         yield from ((i / FPS, f) for i, f in enumerate(frames[:10]))
-        source.closed_early = "the camera stopped sending frames"
+        release.wait(30)  # a driver that blocks: nothing more comes
 
-    source.frames = live()
+    source = FrameSource("camera 1", hanging(), live=True)
+    watch_live(source, stall_s=0.3, first_frame_s=5.0)
     engine = StreamEngine(model.loaded, runner=model.runner)
     try:
         assert len(list(engine.run(source))) == 10
     finally:
         engine.close()
-    assert source.closed_early == "the camera stopped sending frames"
+        release.set()
+    assert source.closed_early == "no frame for 0.3 s (the camera stopped delivering frames)"
+    bad_input.record("inference inputs", "camera that stops delivering frames (closed_early)", source.closed_early)
+
+    # An error raised by the reader thread reaches the consumer, after the frames before it.
+    source = FrameSource("camera 2", camera(), live=True)
+    watch_live(source, stall_s=5.0)
+    delivered = []
+    with pytest.raises(SourceError, match="camera 0: the camera closed"):
+        delivered.extend(source)
+    assert len(delivered) == 20
 
 
 # -- 6. ONNX Runtime vs PyTorch ----------------------------------------------------------------------------------
@@ -726,7 +780,23 @@ def test_pyfunc_takes_a_video_column_in_a_fresh_process(
 def test_pyfunc_video_params_are_checked(model: StressModel) -> None:
     with pytest.raises(ValueError, match=r"unknown params \['fps'\]"):
         predict_videos(model, ["unused.mp4"], {"fps": 30})
-    with pytest.raises(ValueError, match="must hold video file paths"):
+    with pytest.raises(ValueError, match="row 0 must hold a video file path"):
         predict_videos(model, [3], {})
     empty = predict_videos(model, [], None)
     assert list(empty.columns) == ["video", *(n for n, _ in window_columns(model.spec))] and empty.empty
+
+
+def test_pyfunc_names_a_missing_or_unreadable_video(store: dict, tmp_path: Path, bad_input) -> None:
+    # The registered model as MLflow serves it (in this process: the script and load_context run as in serving).
+    pyfunc_model = mlflow.pyfunc.load_model(str(store["local"]))
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    cases = {
+        "missing video file in the pyfunc's video column": tmp_path / "absent.mp4",
+        "text file named .mp4 in the pyfunc's video column": text,
+    }
+    for case, video in cases.items():
+        with pytest.raises(SourceError) as err:
+            pyfunc_model.predict(pd.DataFrame({"video": [str(video)]}))
+        assert str(err.value).startswith(f"column 'video' row 0: {video}: ")
+        bad_input.record("inference inputs", case, str(err.value))

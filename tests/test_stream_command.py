@@ -4,10 +4,16 @@ the installed console script."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
 import subprocess
+import threading
+import time
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +31,6 @@ from inference_helpers import (
 
 from stress_lightning.commands import run
 from stress_lightning.data.video import iter_timed_frames, probe_video
-from stress_lightning.inference.sources import FrameSource, SourceError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -130,64 +135,115 @@ def test_learned_heart_rate_with_another_window(
     assert claimed == {4.0}
 
 
-def test_not_a_video_exits_1_naming_the_path(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_not_a_video_exits_1_naming_the_path(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, bad_input
+) -> None:
     path = tmp_path / "holiday.mp4"
     path.write_text("not a video\n")
     assert _stream("--source", str(path), "--model", str(checkpoint), "--quiet") == 1
     err = capsys.readouterr().err
     assert f"error: {path}: not a readable video" in err
+    bad_input.record("inference inputs", "stream --source: a text file named .mp4", err, exit_status=1)
 
     assert _stream("--source", str(tmp_path / "absent.mp4"), "--model", str(checkpoint)) == 1
-    assert f"{tmp_path / 'absent.mp4'}: no such file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # Said before the model is loaded: the only line.
+    assert err.strip() == f"error: {tmp_path / 'absent.mp4'}: no such file"
+    bad_input.record("inference inputs", "stream --source: a missing video file", err, exit_status=1)
 
 
 def test_no_face_exits_1_and_says_so(
-    checkpoint: Path, tmp_path: Path, video_writer, capsys: pytest.CaptureFixture
+    checkpoint: Path, tmp_path: Path, video_writer, capsys: pytest.CaptureFixture, bad_input
 ) -> None:
     video = write_grey_video(video_writer, tmp_path / "grey.mp4", 1.0)
     out = tmp_path / "grey.jsonl"
     assert _stream("--source", str(video), "--model", str(checkpoint), "--out", str(out), "--quiet") == 1
     err = capsys.readouterr().err
     assert f"error: {video}: no face found in any of its 25 frames" in err
+    error_line = next(line for line in err.splitlines() if line.startswith("error:"))
+    bad_input.record("inference inputs", "stream --source: a video without a face", error_line, exit_status=1)
     # Every frame is still reported, with nothing estimated.
     records = _lines(out.read_text())
     assert len(records) == 25 and not any(r["face"] or r["expression"] or r["hr_bpm"] for r in records)
 
 
-def test_model_and_camera_errors_exit_1(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert _stream("--source", "video.mp4", "--model", str(tmp_path / "missing.ckpt")) == 1
-    assert f"error: model: {tmp_path / 'missing.ckpt'}: no such file" in capsys.readouterr().err
-    # A camera index with no camera behind it.
-    assert _stream("--source", "97", "--model", str(checkpoint), "--quiet") == 1
-    assert "error: camera 97: cannot be opened" in capsys.readouterr().err
-
-
-@pytest.mark.shared_data
-@pytest.mark.parametrize("how", ["closed_early", "raises"])
-def test_a_camera_that_stops_keeps_the_records_so_far(
-    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, how: str
+def test_model_and_camera_errors_exit_1(
+    checkpoint: Path, tmp_path: Path, capfd: pytest.CaptureFixture, bad_input
 ) -> None:
-    frames = face_frames(20)
-    source = FrameSource("camera 0", iter(()), live=True, nominal_fps=FPS)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")  # exists: the model is what fails
+    assert _stream("--source", str(video), "--model", str(tmp_path / "missing.ckpt")) == 1
+    assert f"error: model: {tmp_path / 'missing.ckpt'}: no such file" in capfd.readouterr().err
+    # A camera index with no camera behind it: one line naming it (OpenCV's own warnings are not let through).
+    assert _stream("--source", "97", "--model", str(checkpoint), "--quiet") == 1
+    err = capfd.readouterr().err
+    assert "error: camera 97: " in err
+    if platform.system() == "Linux":
+        (line,) = err.strip().splitlines()
+        assert line.startswith("error: camera 97: no such device (/dev/video97 does not exist; cameras here: ")
+    bad_input.record("inference inputs", "stream --source 97 (no such camera)", err, exit_status=1)
 
-    def camera():
-        yield from ((i / FPS, f) for i, f in enumerate(frames))
-        if how == "raises":
-            raise SourceError("camera 0: the camera closed (device unplugged)")
-        source.closed_early = "the camera stopped sending frames"
 
-    source.frames = camera()
+class _FakeCamera:
+    """What PyAV's v4l2 input hands the camera source: a video stream with a rate, decoded frames, close()."""
+
+    def __init__(self, frames: np.ndarray, after: str, release: threading.Event) -> None:
+        self.streams = SimpleNamespace(video=[SimpleNamespace(average_rate=Fraction(25))])
+        self.frames, self.after, self.release = frames, after, release
+        self.closed = False
+
+    def decode(self, stream: object):
+        for rgb in self.frames:
+            yield SimpleNamespace(to_ndarray=lambda format, rgb=rgb: rgb)
+            time.sleep(0.005)
+        if self.after == "unplugged":
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        if self.after == "stalls":
+            self.release.wait(30)  # a driver that blocks without closing
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("after", ["ends", "unplugged", "stalls"])
+def test_a_camera_that_stops_keeps_the_records_so_far(
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    bad_input,
+    after: str,
+) -> None:
+    # The camera source as it runs on a machine with a camera (PyAV's v4l2 input, read in a watched thread), with
+    # PyAV's container replaced by one that gives 20 frames and then ends, fails or blocks.
+    import av
+
     import stress_lightning.inference.sources as sources
 
-    monkeypatch.setattr(sources, "open_source", lambda name: source)
+    release = threading.Event()
+    camera = _FakeCamera(np.full((20, 180, 320, 3), 128, np.uint8), after, release)
+    monkeypatch.setattr(sources, "check_camera", lambda index: None)  # no /dev/video0 on the test machine
+    monkeypatch.setattr(sources, "LIVE_STALL_S", 0.3)
+    monkeypatch.setattr(av, "open", lambda url, format=None: camera)
     out = tmp_path / "live.jsonl"
-    assert _stream("--source", "0", "--model", str(checkpoint), "--out", str(out)) == 1
+    try:
+        assert _stream("--source", "0", "--model", str(checkpoint), "--out", str(out)) == 1
+    finally:
+        release.set()
     captured = capsys.readouterr()
-    assert "camera 0: stopped early" in captured.err and "the 20 records so far are written" in captured.err
-    assert ("device unplugged" if how == "raises" else "stopped sending frames") in captured.err
+    error_line = next(line for line in captured.err.splitlines() if line.startswith("error:"))
+    expected = {
+        "ends": "the camera stopped sending frames",
+        "unplugged": "the camera closed ([Errno 19] No such device)",
+        "stalls": "no frame for 0.3 s (the camera stopped delivering frames)",
+    }[after]
+    assert error_line == f"error: camera 0: stopped early: {expected} (the 20 records so far are written)"
+    bad_input.record("inference inputs", f"stream --source 0: the camera {after} after 20 frames", error_line, 1)
     assert len(_lines(out.read_text())) == 20
     # A live source gets a live line on stderr (rewritten in place), not a progress bar.
     assert "\r" in captured.err and "HR" in captured.err
+    if after != "stalls":
+        assert camera.closed
 
 
 @pytest.mark.shared_data

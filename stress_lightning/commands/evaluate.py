@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,8 @@ def load_model(spec: str):
     if not path.is_file():
         raise CommandError(f"{path}: model checkpoint not found (give a .ckpt file or a models:/NAME@alias URI)")
     try:
-        module = MultiTaskStressModule.load_from_checkpoint(path, map_location="cpu")
+        # weights_only: tensors and plain data only, so a checkpoint from elsewhere cannot run code when opened.
+        module = MultiTaskStressModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CommandError(f"{path}: cannot load as a MultiTaskStressModule checkpoint: {exc}") from exc
     return module.eval()
@@ -137,11 +139,11 @@ def _geometry_from_signature(model_meta: Any, where: Path) -> RegisteredGeometry
 def load_registered(uri: str):
     """Download a registered pyfunc model's artifacts and rebuild the net with the pyfunc loading code (no
     pyfunc predict), wrapped in a MultiTaskStressModule with the model's geometry and class names."""
-    import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    from stress_lightning.inference.loading import ModelLoadError
+    from stress_lightning.inference.integrity import ChecksumMismatch, UnverifiedModelWarning
+    from stress_lightning.inference.loading import ModelLoadError, download_verified
     from stress_lightning.models.module import MultiTaskStressModule
     from stress_lightning.tracking.pyfunc import StressMultitaskModel
     from stress_lightning.tracking.store import resolve_tracking_uri, use_tracking_uri
@@ -150,16 +152,24 @@ def load_registered(uri: str):
     with tempfile.TemporaryDirectory(prefix="stress_evaluate_") as tmp:
         try:
             with use_tracking_uri(tracking_uri):
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                # Checked against the registry's checksum record and the model's checksums.json on the way.
+                local = download_verified(uri, tracking_uri, dst_path=tmp)
         except MlflowException as exc:
             raise CommandError(f"{uri}: cannot load from the MLflow store {tracking_uri}: {exc.message}") from exc
+        except ModelLoadError as exc:
+            raise CommandError(str(exc)) from exc
         meta = Model.load(str(local / "MLmodel"))
         pyfunc_conf = meta.flavors.get("python_function", {})
         entries = pyfunc_conf.get("artifacts") or {}
         artifacts = {key: str(local / entry["path"]) for key, entry in entries.items() if "path" in entry}
         loader = StressMultitaskModel()
         try:
-            loader.load_context(SimpleNamespace(artifacts=artifacts))
+            with warnings.catch_warnings():
+                # A model without checksums was warned about by download_verified; once is enough.
+                warnings.simplefilter("ignore", UnverifiedModelWarning)
+                loader.load_context(SimpleNamespace(artifacts=artifacts))
+        except ChecksumMismatch as exc:
+            raise CommandError(str(exc)) from exc
         except (ModelLoadError, KeyError, ValueError, TypeError, OSError) as exc:
             raise CommandError(f"{uri}: not a stress-lightning model: {exc}") from exc
         if "spec" in artifacts:

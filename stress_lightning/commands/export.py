@@ -26,7 +26,8 @@ Written to --out:
   expression.onnx     the expression path alone (input frames), which the stream runs on every frame
   model_fp16.onnx     with --fp16: FP16 weights and arithmetic, float32 inputs and outputs
   model_fp16.engine   with --format tensorrt: a TensorRT FP16 engine for batch 1..--max-batch
-  export_report.json  the parity checks, TensorRT outcome and timing, and file sizes
+  checksums.json      the SHA-256 and size of each file above: loading an ONNX file beside it checks it
+  export_report.json  the parity checks, TensorRT outcome and timing, file sizes and SHA-256
 Each ONNX file carries the model spec (clip geometry, face pipeline, class names) in its metadata, so it alone
 runs the stream (`stress-lightning stream --model model.onnx`).
 
@@ -138,6 +139,16 @@ def _sizes(out: Path, names: Sequence[str]) -> dict[str, int]:
     return {name: (out / name).stat().st_size for name in names if (out / name).is_file()}
 
 
+def _checksums(out: Path, names: Sequence[str]) -> dict[str, str]:
+    """Write `checksums.json` over the files written and return {name: sha256} for the report."""
+    from stress_lightning.inference.integrity import CHECKSUMS_FILE, sha256_file, write_manifest
+
+    present = {name: out / name for name in names if (out / name).is_file()}
+    if present:
+        write_manifest(out / CHECKSUMS_FILE, files=present)
+    return {name: sha256_file(path) for name, path in present.items()}
+
+
 def export(loaded: Any, args: argparse.Namespace, out: Path) -> tuple[dict[str, Any], str | None]:
     """Write and check the files; returns (report, None) or (report so far, why the command fails)."""
     from stress_lightning.export.onnx import (
@@ -174,6 +185,7 @@ def export(loaded: Any, args: argparse.Namespace, out: Path) -> tuple[dict[str, 
         report["status"] = "failed"
         report["error"] = message
         report["files"] = _sizes(out, written)
+        report["sha256"] = _checksums(out, written)
         return report, message
 
     def record(name: str, atol: float, rtol: float, against: str, diffs: list[dict[str, float]]) -> None:
@@ -243,6 +255,7 @@ def export(loaded: Any, args: argparse.Namespace, out: Path) -> tuple[dict[str, 
         if message is not None:
             return fail(message)
     report["files"] = _sizes(out, written)
+    report["sha256"] = _checksums(out, written)
     return report, None
 
 
@@ -342,7 +355,14 @@ def print_report(report: dict[str, Any], out: Path) -> None:
         print(f"max abs difference per output ({against}):")
         print(table(["output", *files], rows))
     if report["files"]:
-        print(table(["file", "size"], [[name, _mib(size)] for name, size in report["files"].items()]))
+        sha = report.get("sha256", {})
+        print(
+            table(
+                ["file", "size", "sha256"],
+                [[name, _mib(size), sha.get(name, "-")[:16]] for name, size in report["files"].items()],
+            )
+        )
+        print(f"checksums: {out / 'checksums.json'}")
     trt = report.get("tensorrt")
     if trt is not None:
         line = f"TensorRT: {trt['status']} ({trt['reason']})"

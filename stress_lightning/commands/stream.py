@@ -35,8 +35,9 @@ MODEL is a registry URI (models:/NAME@alias, models:/NAME/N, runs:/ID/model; sto
 $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db), a local MLflow model folder, a Lightning checkpoint or an
 exported ONNX file. The network runs on ONNX Runtime when the model carries an ONNX file, else PyTorch.
 
-Exit status: 0 done, 1 the model or the source cannot be read, no face was ever found, or a camera or file
-stopped early (every record up to then is written), 2 usage error."""
+Exit status: 0 done, 1 the model or the source cannot be read (a missing file or camera is reported before the
+model loads), no face was ever found, or a camera or file stopped early: closed, unplugged, or no frame for 5 s
+(every record up to then is written), 2 usage error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +166,11 @@ def main(argv: Sequence[str]) -> int:
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
 
+    from stress_lightning.inference import sources
     from stress_lightning.inference.api import StressModel
     from stress_lightning.inference.engine import StreamSettings
     from stress_lightning.inference.loading import ModelLoadError, resolve_model
-    from stress_lightning.inference.sources import SourceError, open_source
+    from stress_lightning.inference.sources import SourceError
 
     try:
         settings = StreamSettings(
@@ -182,6 +184,11 @@ def main(argv: Sequence[str]) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
+        # A missing file or camera is said before the model loads (seconds, or a download from the registry).
+        sources.check_source(args.source)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
         loaded = resolve_model(
             args.model, prefer="torch" if args.backend == "torch" else "auto", tracking_uri=args.tracking_uri
         )
@@ -189,7 +196,7 @@ def main(argv: Sequence[str]) -> int:
     except (ModelLoadError, ValueError) as exc:
         raise CommandError(f"model: {exc}") from exc
     try:
-        source = open_source(args.source)
+        source = sources.open_source(args.source)
     except SourceError as exc:
         raise CommandError(str(exc)) from exc
 
@@ -248,6 +255,8 @@ def main(argv: Sequence[str]) -> int:
                 rate = engine.frames_seen / max(time.perf_counter() - started, 1e-6)
                 print("\r" + _live_line(record, rate), end="", file=sys.stderr, flush=True)
     stopped = stopped or source.closed_early
+    if stopped and stopped.startswith(f"{source.name}: "):
+        stopped = stopped[len(source.name) + 2 :]  # the error names the source already; say it once
     elapsed = time.perf_counter() - started
     summary = (
         f"{engine.frames_seen} frames in {elapsed:.1f} s ({engine.frames_seen / max(elapsed, 1e-9):.1f} fps), "

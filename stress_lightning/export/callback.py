@@ -4,7 +4,9 @@ build and check a TensorRT engine where possible.
 What it leaves on the MLflow run (read by RegistryCallback's promotion gate and by reviewers):
 - artifacts `export/model.onnx`, `export/expression.onnx`, `export/model_fp16.onnx` (with `fp16=True`) and
   `export/model_fp16.engine` when TensorRT ran; every ONNX file carries the model spec in its metadata
-  (`stress_lightning.spec`), so it alone is enough to run the stream;
+  (`stress_lightning.spec`), so it alone is enough to run the stream. The SHA-256 of each logged file is a run
+  tag (`EXPORT_SHA256_TAGS`: `export.onnx.sha256`, ...), copied onto the registered version with the other export
+  tags; RegistryCallback checks the graphs it carries into the model against them;
 - the parity table `export/parity.json` (`MlflowClient.log_table`, shown as a table in the UI's artifact view):
   one row per graph (model | expression), precision (fp32 | fp16 | tensorrt-fp16) and output with `max_abs_diff`
   (null when not finite), `tolerance` (`atol + rtol * max|reference output|` over the parity inputs), `passed`,
@@ -60,6 +62,7 @@ from stress_lightning.export.tensorrt import (
     trtexec_path,
 )
 from stress_lightning.tracking.callbacks import RunAwareCallback
+from stress_lightning.tracking.registry import EXPORT_SHA256_TAGS
 
 ARTIFACT_DIR = "export"
 PARITY_TABLE = f"{ARTIFACT_DIR}/parity.json"
@@ -208,6 +211,13 @@ class ExportCallback(RunAwareCallback):
         rank_zero_warn(f"ExportCallback: {stage} export failed: {reason}")
 
     @staticmethod
+    def _log_file(client: MlflowClient, run_id: str, path: Path) -> None:
+        from stress_lightning.inference.integrity import sha256_file
+
+        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+        client.set_tag(run_id, EXPORT_SHA256_TAGS[path.name], sha256_file(path))
+
+    @staticmethod
     def _log_parity(client: MlflowClient, run_id: str, rows: list[dict[str, Any]]) -> None:
         # Each stage appends its rows as soon as it is checked, so a later stage's failure keeps them.
         client.log_table(run_id, data=pd.DataFrame(rows), artifact_file=PARITY_TABLE)
@@ -279,8 +289,8 @@ class ExportCallback(RunAwareCallback):
             self._log_parity(client, run_id, rows)
             worst_fp32 = max(max(worst.values()), max(worst_expression.values()))
             client.log_metric(run_id, "export/onnx_max_abs_diff", worst_fp32)
-            client.log_artifact(run_id, str(onnx_path), ARTIFACT_DIR)
-            client.log_artifact(run_id, str(expression_path), ARTIFACT_DIR)
+            self._log_file(client, run_id, onnx_path)
+            self._log_file(client, run_id, expression_path)
             client.set_tag(run_id, "export.onnx.status", "ok")
             client.set_tag(
                 run_id,
@@ -337,7 +347,7 @@ class ExportCallback(RunAwareCallback):
         )
         # The headline figure is over the enforced (consumer-facing) outputs; every output is in the table.
         gated_worst = max(worst[n] for n in FP16_GATED_OUTPUTS if n in worst)
-        client.log_artifact(run_id, str(fp16_path), ARTIFACT_DIR)
+        self._log_file(client, run_id, fp16_path)
         client.set_tag(run_id, "export.fp16.status", "ok")
         client.set_tag(run_id, "export.fp16.max_abs_diff", f"{gated_worst:.6g}")
         client.set_tag(
@@ -401,7 +411,7 @@ class ExportCallback(RunAwareCallback):
         )
         for key in ("p50_ms", "p99_ms", "fps"):
             client.log_metric(run_id, f"export/tensorrt_{key}", timing[key])
-        client.log_artifact(run_id, str(engine_path), ARTIFACT_DIR)
+        self._log_file(client, run_id, engine_path)
         client.set_tag(run_id, "export.tensorrt.status", "ok")
         client.set_tag(
             run_id,

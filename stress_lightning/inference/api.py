@@ -26,13 +26,14 @@ from stress_lightning.inference.spec import ModelSpec
 
 
 def window_columns(spec: ModelSpec) -> list[tuple[str, str]]:
-    """(name, type) of the window table's columns, type one of "string", "double" (the pyfunc signature's)."""
+    """(name, type) of the window table's columns, type one of "string", "double", "long" (the pyfunc
+    signature's)."""
     columns = [("t_start_s", "double"), ("t_end_s", "double"), ("expression", "string")]
     columns += [(f"expression_prob_{n}", "double") for n in spec.expression_names]
     columns += [("hr_bpm", "double"), ("hr_method", "string"), ("rmssd_ms", "double"), ("lf_hf_ratio", "double")]
     columns += [("stress_level", "string")]
     columns += [(f"stress_prob_{n}", "double") for n in spec.stress_names]
-    columns += [("quality", "double"), ("snr_db", "double"), ("face_fraction", "double")]
+    columns += [("quality", "double"), ("snr_db", "double"), ("face_fraction", "double"), ("faces_in_view", "long")]
     return columns
 
 
@@ -56,7 +57,12 @@ def windows_table(windows: list[WindowEstimate], spec: ModelSpec, hr_method: str
         row["stress_level"] = None if stress is None else spec.stress_names[int(np.argmax(stress))]
         for i, n in enumerate(spec.stress_names):
             row[f"stress_prob_{n}"] = float("nan") if stress is None else float(stress[i])
-        row.update(quality=_nan(w.quality), snr_db=_nan(w.snr_db), face_fraction=float(w.face_fraction))
+        row.update(
+            quality=_nan(w.quality),
+            snr_db=_nan(w.snr_db),
+            face_fraction=float(w.face_fraction),
+            faces_in_view=int(w.faces_in_view),
+        )
         rows.append(row)
     columns = [name for name, _ in window_columns(spec)]
     return pd.DataFrame(rows, columns=columns)
@@ -113,8 +119,10 @@ class StressModel:
     ) -> pd.DataFrame:
         """One row per window of `video`: `t_start_s`, `t_end_s`, `expression` and `expression_prob_<name>` (mean
         over the window), `hr_bpm`, `hr_method`, `rmssd_ms`, `lf_hf_ratio`, `stress_level`, `stress_prob_<name>`,
-        `quality` (0-1), `snr_db`, `face_fraction`. A video without any face gives an empty table and a warning.
-        `expression_every` > 1 runs the per-frame expression streams on every Nth frame only (faster)."""
+        `quality` (0-1), `snr_db`, `face_fraction`, `faces_in_view` (the most faces seen at once in the window).
+        A video without any face gives an empty table and a warning; one where several faces were in view, a
+        warning that the largest was tracked. `expression_every` > 1 runs the per-frame expression streams on
+        every Nth frame only (faster)."""
         settings = StreamSettings(
             hr_method=hr_method,
             update_every_s=update_every_s,
@@ -136,6 +144,13 @@ class StressModel:
             warnings.warn(
                 f"{source.name}: {engine.grid.emitted / self.spec.fps:.1f} s of video gave no window: stress needs "
                 f"{self.spec.window_s:g} s with a face, heart rate {engine.hr_window_s:g} s",
+                stacklevel=2,
+            )
+        if engine.frames_with_several_faces:
+            warnings.warn(
+                f"{source.name}: up to {engine.max_faces_seen} faces in view (in {engine.frames_with_several_faces} "
+                f"of its {engine.frames_seen} frames); the largest face was tracked and the others ignored "
+                "(column faces_in_view)",
                 stacklevel=2,
             )
         return windows_table(engine.windows, self.spec, hr_method)

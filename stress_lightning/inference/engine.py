@@ -178,6 +178,7 @@ class WindowEstimate:
     motion: float | None = None
     quality: float | None = None
     expression_probs: np.ndarray | None = None  # mean of the per-frame expression over the window
+    faces_in_view: int = 0  # the most faces seen at once in the window (the largest is the one tracked)
     notes: list[str] = field(default_factory=list)
 
 
@@ -239,6 +240,7 @@ class StreamEngine:
         self.frames_seen = 0
         self.frames_with_face = 0
         self.max_faces_seen = 0
+        self.frames_with_several_faces = 0
         self.last_observation: fp.FaceObservation | None = None
         self._frame_shape: tuple[int, ...] | None = None
         self._expression: np.ndarray | None = None
@@ -248,6 +250,7 @@ class StreamEngine:
         self._had_face = False
         self._faces_in_view = 0
         self._motion: deque = deque(maxlen=round(self.hr_window_s * MAX_CAMERA_FPS) + 2)
+        self._crowd: deque = deque(maxlen=round(self.hr_window_s * MAX_CAMERA_FPS) + 1)  # (t_s, faces) when > 1
 
     def close(self) -> None:
         self.tracker.close()
@@ -287,6 +290,9 @@ class StreamEngine:
             events.append(f"{faces_in_view} faces in view: tracking the largest")
         self._had_face, self._faces_in_view = ok, faces_in_view
         self.max_faces_seen = max(self.max_faces_seen, faces_in_view)
+        if faces_in_view > 1:
+            self.frames_with_several_faces += 1
+            self._crowd.append((t_s, faces_in_view))
 
         t_expr = t_face
         if self.frames_seen % self.settings.expression_every == 0 or not ok:
@@ -339,6 +345,7 @@ class StreamEngine:
             buffer.clear()
         self._expression_history.clear()
         self._motion.clear()
+        self._crowd.clear()
         self._estimate = None
         # The resampling grid keeps its clock (sample k at k / fps); only its memory of the last frame goes.
         self.grid.prev = None
@@ -391,6 +398,8 @@ class StreamEngine:
         recent = [p for (t, p) in self._expression_history if t >= t_s - self.hr_window_s]
         if recent:
             estimate.expression_probs = np.mean(recent, axis=0)
+        crowd = [n for (t, n) in self._crowd if t >= t_s - self.hr_window_s]
+        estimate.faces_in_view = max(crowd, default=1 if estimate.face_fraction > 0 else 0)
 
         t0 = time.perf_counter()
         full = None

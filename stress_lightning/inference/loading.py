@@ -2,7 +2,9 @@
 
 Everything is read as data: net constructor kwargs and class names as JSON, weights with `weights_only=True`, the
 model spec (`inference.spec`) from wherever it was stored. Nothing from the training run (data module, config,
-corpus) is needed.
+corpus) is needed. Before anything is read, the files are checked against their recorded checksums
+(`inference.integrity`): a registered version's against the digests its registry tag holds, every artifact
+against the model's `checksums.json`, an exported ONNX file against the `checksums.json` beside it.
 """
 
 from __future__ import annotations
@@ -120,8 +122,13 @@ def onnx_spec(path: Path) -> ModelSpec:
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    spec = onnx_spec(path)
+    from stress_lightning.inference.integrity import verify_folder
+
     expression = path.with_name(EXPRESSION_ONNX_FILE)
+    for graph in (path, expression):
+        if graph.is_file():
+            verify_folder(graph, str(path))
+    spec = onnx_spec(path)
     return LoadedModel(
         spec=spec,
         source=str(path),
@@ -145,16 +152,21 @@ def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path]:
     return {name: model_dir / entry["path"] for name, entry in artifacts.items() if "path" in entry}
 
 
-def load_from_artifacts(artifacts: Mapping[str, Path], source: str, prefer: Prefer = "auto") -> LoadedModel:
+def load_from_artifacts(
+    artifacts: Mapping[str, Path], source: str, prefer: Prefer = "auto", model_dir: Path | None = None
+) -> LoadedModel:
     """A model from the registered model's artifact files by name (`tracking.pyfunc`'s `net_config`,
-    `state_dict`, `labels`, and where present `spec`, `onnx`, `expression_onnx`): what `resolve_model` reads from an
-    MLflow folder and what the pyfunc flavour hands `load_context`."""
+    `state_dict`, `labels`, and where present `spec`, `onnx`, `expression_onnx`, `checksums`): what `resolve_model`
+    reads from an MLflow folder and what the pyfunc flavour hands `load_context`. The artifacts are checked against
+    `checksums.json` first (with `model_dir`, also the model's script); a model without it loads with a warning."""
+    from stress_lightning.inference.integrity import verify_artifacts
     from stress_lightning.tracking import pyfunc
 
     needed = (pyfunc.NET_CONFIG_ARTIFACT, pyfunc.STATE_DICT_ARTIFACT, pyfunc.LABELS_ARTIFACT)
     missing = [k for k in needed if k not in artifacts]
     if missing:
         raise ModelLoadError(f"{source}: the MLflow model lacks artifacts {missing}; is it a stress-lightning model?")
+    verify_artifacts(artifacts, source, model_dir)
     labels = json.loads(Path(artifacts[pyfunc.LABELS_ARTIFACT]).read_text())
     net_config = json.loads(Path(artifacts[pyfunc.NET_CONFIG_ARTIFACT]).read_text())
     if pyfunc.SPEC_ARTIFACT in artifacts:
@@ -184,10 +196,57 @@ def load_from_artifacts(artifacts: Mapping[str, Path], source: str, prefer: Pref
 
 
 def _load_mlflow_dir(model_dir: Path, source: str, prefer: Prefer) -> LoadedModel:
-    return load_from_artifacts(_pyfunc_artifacts(model_dir), source, prefer)
+    return load_from_artifacts(_pyfunc_artifacts(model_dir), source, prefer, model_dir)
 
 
-def _download(uri: str, tracking_uri: str | None) -> Path:
+def _recorded_checksums(uri: str, resolved: str) -> tuple[str, dict[str, str], str]:
+    """(what to download, {file: sha256} the registry recorded, where the record is) for `models:/NAME@alias`,
+    `models:/NAME/N` (or `latest`) and `models:/<model id>`; other URIs have no record ({}). An alias is resolved to
+    its version first, so that the files checked are those of the version whose record is read."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from stress_lightning.inference.integrity import CHECKSUMS_TAG, parse_recorded
+
+    if not uri.startswith("models:/"):
+        return uri, {}, ""
+    body = uri[len("models:/") :].strip("/")
+    client = MlflowClient(resolved)
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        elif "/" in body:
+            name, which = body.rsplit("/", 1)
+            if which == "latest":
+                versions = client.search_model_versions(f"name = '{name}'")
+                if not versions:
+                    raise ModelLoadError(f"{uri}: registered model {name!r} has no versions in {resolved}")
+                version = max(versions, key=lambda v: int(v.version))
+            elif which.isdigit():
+                version = client.get_model_version(name, which)
+            else:  # a stage name: MLflow resolves it; there is no single version to hold a record
+                return uri, {}, ""
+        else:
+            logged = client.get_logged_model(body)
+            text = logged.tags.get(CHECKSUMS_TAG)
+            where = f"logged model {body}"
+            return uri, parse_recorded(text, where, uri) if text else {}, where
+        where = f"version {version.version} of {version.name}"
+        text = version.tags.get(CHECKSUMS_TAG)
+        # Registered without copying the tag (mlflow.register_model): the logged model holds it. SQLite registries
+        # leave `model_id` empty and name the logged model in `source` (models:/m-...).
+        source = version.source or ""
+        model_id = version.model_id or (source[len("models:/") :] if source.startswith("models:/m-") else None)
+        if text is None and model_id:
+            text = client.get_logged_model(model_id).tags.get(CHECKSUMS_TAG)
+            where = f"logged model {model_id} of {where}"
+    except MlflowException as err:
+        raise ModelLoadError(f"{uri}: not found in the MLflow store {resolved} ({err.message})") from err
+    return f"models:/{version.name}/{version.version}", parse_recorded(text, where, uri) if text else {}, where
+
+
+def _download(uri: str, tracking_uri: str | None, dst_path: str | None = None) -> Path:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -196,9 +255,23 @@ def _download(uri: str, tracking_uri: str | None) -> Path:
     resolved = resolve_tracking_uri(tracking_uri)
     try:
         with use_tracking_uri(resolved):
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=resolved))
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=resolved, dst_path=dst_path))
     except MlflowException as err:
         raise ModelLoadError(f"{uri}: not found in the MLflow store {resolved} ({err.message})") from err
+
+
+def download_verified(uri: str, tracking_uri: str | None = None, dst_path: str | None = None) -> Path:
+    """Download an MLflow model URI and check its files against the registry's record (`integrity.CHECKSUMS_TAG`)
+    and its `checksums.json`; returns the local model folder. ChecksumMismatch when a file changed."""
+    from stress_lightning.inference.integrity import verify_artifacts, verify_recorded
+    from stress_lightning.tracking.store import resolve_tracking_uri
+
+    resolved = resolve_tracking_uri(tracking_uri)
+    target, recorded, where = _recorded_checksums(uri, resolved)
+    model_dir = _download(target, resolved, dst_path)
+    verify_recorded(model_dir, recorded, where, uri)
+    verify_artifacts(_pyfunc_artifacts(model_dir), uri, model_dir)
+    return model_dir
 
 
 def resolve_model(source: str | Path, prefer: Prefer = "auto", tracking_uri: str | None = None) -> LoadedModel:
@@ -211,7 +284,14 @@ def resolve_model(source: str | Path, prefer: Prefer = "auto", tracking_uri: str
     """
     text = str(source)
     if text.startswith(MLFLOW_SCHEMES):
-        return _load_mlflow_dir(_download(text, tracking_uri), text, prefer)
+        from stress_lightning.inference.integrity import verify_recorded
+        from stress_lightning.tracking.store import resolve_tracking_uri
+
+        resolved = resolve_tracking_uri(tracking_uri)
+        target, recorded, where = _recorded_checksums(text, resolved)
+        model_dir = _download(target, resolved)
+        verify_recorded(model_dir, recorded, where, text)
+        return _load_mlflow_dir(model_dir, text, prefer)
     path = Path(text).expanduser()
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or folder (nor an MLflow URI such as models:/name@alias)")

@@ -1,12 +1,15 @@
 """Where frames come from: a video file or a camera (both decoded with PyAV), an array of frames, or an iterator.
 
 Every source yields `(t_s, rgb)`: seconds from the first frame and a uint8 [H, W, 3] RGB frame, and reports
-what went wrong in words that name it (a file that is not a video, a camera that cannot be opened or closes).
+what went wrong in words that name it (a file that is not a video, a camera that does not exist, cannot be opened,
+closes or stops delivering frames).
 """
 
 from __future__ import annotations
 
 import platform
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,9 +74,112 @@ def _camera_url(index: int) -> tuple[str, str | None]:
     return str(index), None
 
 
+def check_camera(index: int) -> None:
+    """Raise SourceError when camera `index` cannot exist here: on Linux, when its device node is absent (the
+    message lists the cameras there are). Cheap, so a command can say it before loading a model."""
+    url, fmt = _camera_url(index)
+    if fmt != "v4l2" or Path(url).exists():
+        return
+    nodes = [p for p in Path("/dev").glob("video*") if p.name[len("video") :].isdigit()]
+    present = sorted(nodes, key=lambda p: int(p.name[len("video") :]))
+    listing = ", ".join(str(p) for p in present) if present else "none"
+    raise SourceError(f"camera {index}: no such device ({url} does not exist; cameras here: {listing})")
+
+
+def check_source(source: str | int | Path) -> None:
+    """What `open_source` would refuse at once, without opening anything: a missing file, an absent camera."""
+    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+        check_camera(int(source))
+        return
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+
+
+# A live source that has delivered nothing for this long has stopped (a hung driver, a USB camera that lost power);
+# the first frame may take longer while the camera starts up.
+LIVE_STALL_S = 5.0
+LIVE_FIRST_FRAME_S = 15.0
+
+
+def watch_live(source: FrameSource, stall_s: float | None = None, first_frame_s: float | None = None) -> None:
+    """Read `source`'s frames in a thread so that a camera that stops delivering without closing ends the stream
+    (with `closed_early` saying so) instead of blocking it forever. Errors of the reader reach the consumer.
+    Timeouts default to `LIVE_STALL_S` and `LIVE_FIRST_FRAME_S`."""
+    stall_s = LIVE_STALL_S if stall_s is None else stall_s
+    first_frame_s = LIVE_FIRST_FRAME_S if first_frame_s is None else first_frame_s
+    frames = source.frames
+    # Two frames in hand at most: the consumer sees the newest frames, not a backlog.
+    handoff: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for item in frames:
+                if not put(item):
+                    return
+        except Exception as err:  # handed to the consumer, which raises it
+            put(err)
+            return
+        put(end)
+
+    def watched() -> Iterator[tuple[float, np.ndarray]]:
+        thread = threading.Thread(target=reader, name=f"{source.name} reader", daemon=True)
+        thread.start()
+        delivered = False
+        try:
+            while True:
+                wait = stall_s if delivered else first_frame_s
+                try:
+                    item = handoff.get(timeout=wait)
+                except queue.Empty:
+                    source.closed_early = (
+                        f"no frame for {wait:g} s (the camera stopped delivering frames)"
+                        if delivered
+                        else f"no frame in the first {wait:g} s (the camera opened but sends nothing)"
+                    )
+                    return
+                if item is end:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                delivered = True
+                yield item
+        finally:
+            # The reader stops at its next frame; one blocked inside the driver is a daemon and goes with the process.
+            stop.set()
+
+    source.frames = watched()
+
+
+def _quiet_opencv_capture(index: int):  # -> cv2.VideoCapture
+    """OpenCV's capture of camera `index`, without the warnings its backends print to stderr for every one they
+    try: the SourceError raised when it fails says what the user needs in one line."""
+    import cv2
+
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        logging.setLogLevel(level)
+
+
 def _camera_source(index: int) -> FrameSource:
     import av
 
+    check_camera(index)
     url, fmt = _camera_url(index)
     container = None
     if fmt is not None:
@@ -105,15 +211,16 @@ def _camera_source(index: int) -> FrameSource:
                 container.close()
 
         source.frames = pyav_frames()
+        watch_live(source)
         return source
 
-    import cv2
-
-    capture = cv2.VideoCapture(index)
+    capture = _quiet_opencv_capture(index)
     if not capture.isOpened():
         raise SourceError(f"camera {index}: cannot be opened ({opened_with_pyav}; OpenCV could not open it either)")
 
     def cv2_frames() -> Iterator[tuple[float, np.ndarray]]:
+        import cv2
+
         t0 = None
         try:
             while True:
@@ -128,6 +235,7 @@ def _camera_source(index: int) -> FrameSource:
             capture.release()
 
     source.frames = cv2_frames()
+    watch_live(source)
     return source
 
 

@@ -47,6 +47,7 @@ from stress_lightning.tracking.registry import (
     DEFAULT_MODEL_NAME,
     RUN_ONNX,
     ModelRegistry,
+    check_exported,
 )
 from stress_lightning.tracking.resume import CHECKPOINT_RUN_KEY
 from stress_lightning.tracking.store import display_uri
@@ -60,11 +61,14 @@ def _exported_onnx(client: MlflowClient, run_id: str, tags: Mapping[str, str], f
     if tags.get("export.onnx.status") != "ok":
         return {}
     present = {a.path for a in client.list_artifacts(run_id, "export")}
-    return {
+    files = {
         key: Path(client.download_artifacts(run_id, path, str(folder)))
         for key, path in EXPORTED_ONNX.items()
         if path in present
     }
+    # What goes into the model must be what ExportCallback checked (its SHA-256 run tags).
+    check_exported(files, tags, f"run {run_id}")
+    return files
 
 
 def find_mlflow_logger(trainer: Trainer) -> MLFlowLogger | None:

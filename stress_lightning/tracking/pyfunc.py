@@ -6,6 +6,12 @@ Artifacts are plain data: `net_config.json` (the net's import path and construct
 stream then runs on ONNX Runtime). The model is logged "from code": MLflow stores a two-line script that imports
 `StressMultitaskModel` from this package, so nothing is pickled and loading needs this package installed.
 
+Checksums (`inference.integrity`): `checksums.json` (artifact `checksums`) holds the SHA-256 of every other artifact
+and of that script, written from the local files before upload; the tag `checksums.sha256` on the logged model (and
+on each registered version, `tracking.registry`) holds the SHA-256 of `checksums.json` and of the files MLflow
+wrote (`MLmodel`, the environment files). `load_context` checks the artifacts before reading them; `load_pyfunc`
+checks everything against the registry's record before MLflow runs the script.
+
 Input, either:
 - a DataFrame with a `video` column of video file paths: one row per window and video (`inference.api`), with the
   `video` column first; params `hr_method`, `update_every_s`, `hr_window_s` as in `StressModel.predict`;
@@ -18,11 +24,13 @@ model takes both forms, and checks its input itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,13 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from torch import nn
 
+from stress_lightning.inference.integrity import (
+    CHECKSUMS_ARTIFACT,
+    CHECKSUMS_FILE,
+    CHECKSUMS_TAG,
+    digest_folder_files,
+    write_manifest,
+)
 from stress_lightning.models.outputs import TABLE_OUTPUTS, outputs_table
 from stress_lightning.tracking.store import use_tracking_uri
 
@@ -47,8 +62,10 @@ SPEC_ARTIFACT = "spec"
 ONNX_ARTIFACT = "onnx"
 EXPRESSION_ONNX_ARTIFACT = "expression_onnx"
 VIDEO_COLUMN = "video"
+MODEL_CODE_FILE = "stress_multitask_model.py"
 INPUT_KEYS = ("frames", "roi")
 PREDICT_CHUNK = 16
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def class_path(cls: type) -> str:
@@ -159,17 +176,23 @@ def predict_videos(model: Any, videos: Sequence[Any], params: Mapping[str, Any] 
     unknown = sorted(set(params or {}) - set(VIDEO_PARAMS))
     if unknown:
         raise ValueError(f"unknown params {unknown}; known: {sorted(VIDEO_PARAMS)}")
+    from stress_lightning.inference.sources import SourceError
+
     settings = {**VIDEO_PARAMS, **(params or {})}
     tables = []
-    for video in videos:
+    for row, video in enumerate(videos):
         if not isinstance(video, str) or not video:
-            raise ValueError(f"column {VIDEO_COLUMN!r} must hold video file paths, got {video!r}")
-        table = model.predict(
-            video,
-            hr_method=str(settings["hr_method"]),
-            update_every_s=float(settings["update_every_s"]),
-            hr_window_s=float(settings["hr_window_s"]) or None,
-        )
+            raise ValueError(f"column {VIDEO_COLUMN!r} row {row} must hold a video file path, got {video!r}")
+        try:
+            table = model.predict(
+                video,
+                hr_method=str(settings["hr_method"]),
+                update_every_s=float(settings["update_every_s"]),
+                hr_window_s=float(settings["hr_window_s"]) or None,
+            )
+        except SourceError as err:
+            # Served models answer many rows: say which one (the message names the file and the problem).
+            raise SourceError(f"column {VIDEO_COLUMN!r} row {row}: {err}") from err
         table.insert(0, VIDEO_COLUMN, video)
         tables.append(table)
     if not tables:
@@ -278,7 +301,7 @@ def log_pyfunc_model(
         )
         (tmp_dir / "spec.json").write_text(spec.to_json())
         torch.save(cpu_net.state_dict(), tmp_dir / "state_dict.pt")
-        model_code = tmp_dir / "stress_multitask_model.py"
+        model_code = tmp_dir / MODEL_CODE_FILE
         model_code.write_text(_MODEL_CODE)
         artifacts = {
             NET_CONFIG_ARTIFACT: str(tmp_dir / "net_config.json"),
@@ -290,6 +313,10 @@ def log_pyfunc_model(
             if not Path(path).is_file():
                 raise FileNotFoundError(f"onnx_files[{key!r}]: {path} does not exist")
             artifacts[key] = str(path)
+        # MLflow copies the script into the model folder under its own name, and the artifacts as they are.
+        manifest = tmp_dir / CHECKSUMS_FILE
+        manifest_digest = write_manifest(manifest, artifacts, {MODEL_CODE_FILE: model_code})
+        artifacts[CHECKSUMS_ARTIFACT] = str(manifest)
         with use_tracking_uri(tracking_uri):
             # Without an active fluent run MLflow would file the LoggedModel under the default experiment (and
             # its artifacts under ./mlruns/0); creating it in the run's experiment keeps it beside the run.
@@ -306,7 +333,7 @@ def log_pyfunc_model(
             with warnings.catch_warnings():
                 # MLflow asks for an input example; a video path would not exist where the model is loaded.
                 warnings.filterwarnings("ignore", message=r".*input example was not provided.*")
-                return Model.log(
+                info = Model.log(
                     name=name,
                     artifact_path=None,
                     flavor=mlflow.pyfunc,
@@ -317,6 +344,57 @@ def log_pyfunc_model(
                     pip_requirements=pip_requirements(),
                     model_id=model_id,
                 )
+            record_checksums(client, info.model_id, manifest_digest)
+            return info
+
+
+def record_checksums(client: MlflowClient, model_id: str, manifest_digest: str) -> dict[str, str]:
+    """Tag the logged model with `integrity.CHECKSUMS_TAG`: the SHA-256 of its `checksums.json` (as written
+    locally) and of the files MLflow wrote at its top level (`MLmodel`, environment files, the script)."""
+    import yaml
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    location = client.get_logged_model(model_id).artifact_location
+    repo = get_artifact_repository(location, tracking_uri=client.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="stress_checksums_") as tmp, _no_progress_bars():
+        names = [f.path for f in repo.list_artifacts() if not f.is_dir]
+        for file in names:
+            repo.download_artifacts(file, tmp)
+        recorded = digest_folder_files(Path(tmp), names)
+        meta = yaml.safe_load((Path(tmp) / "MLmodel").read_text(encoding="utf-8"))
+    manifest_path = meta["flavors"]["python_function"]["artifacts"][CHECKSUMS_ARTIFACT]["path"]
+    recorded[manifest_path] = manifest_digest
+    client.set_logged_model_tags(model_id, {CHECKSUMS_TAG: json.dumps(recorded, sort_keys=True)})
+    return recorded
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    # A bar per small file would fill the end of a fit's output.
+    before = os.environ.get(_PROGRESS_BAR_ENV)
+    os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = before
+
+
+def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> mlflow.pyfunc.PyFuncModel:
+    """`mlflow.pyfunc.load_model` after checking the model's files against the registry's record and its
+    `checksums.json` (`inference.loading.download_verified`): the models-from-code script MLflow runs on load is
+    one of them. Raises `integrity.ChecksumMismatch` (a ModelLoadError) naming the file that changed."""
+    from stress_lightning.inference.integrity import UnverifiedModelWarning
+    from stress_lightning.inference.loading import download_verified
+
+    # Downloaded where MLflow's own load_model would put it (a temporary folder left for the model's lifetime).
+    local = download_verified(model_uri, tracking_uri)
+    with warnings.catch_warnings():
+        # An unverified model was warned about once, above; load_context would say it again.
+        warnings.simplefilter("ignore", UnverifiedModelWarning)
+        return mlflow.pyfunc.load_model(str(local))
 
 
 # Models-from-code entry point: MLflow copies this script into the model and runs it on load.

@@ -5,7 +5,9 @@ same. Promotion is two steps that RegistryCallback and `stress-lightning promote
 gate, no side effects) and `apply_promotion` (move the alias, record the decision). A decision is recorded on the
 version as tags `promotion.decision` / `promotion.reason` (plus the metric values compared), so the registry
 itself explains why an alias points where it does. The gate checks that the version's model files are in the
-artifact store, so an alias never moves to a version that cannot be loaded.
+artifact store, so an alias never moves to a version that cannot be loaded. A new version carries its logged
+model's checksum record (tag `checksums.sha256`, see `inference.integrity`), which consumers check the downloaded
+files against.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import posixpath
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
@@ -23,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from stress_lightning.inference.integrity import CHECKSUMS_TAG
 from stress_lightning.tracking.store import resolve_tracking_uri, use_tracking_uri
 
 DEFAULT_MODEL_NAME = "stress-multitask"
@@ -36,6 +40,27 @@ MLMODEL = "MLmodel"
 # (`pyfunc.ONNX_ARTIFACT`, `pyfunc.EXPRESSION_ONNX_ARTIFACT`). Defined here, not in the callbacks module (which
 # uses it as `EXPORTED_ONNX`), so that a registry command does not import torch and Lightning.
 RUN_ONNX: Mapping[str, str] = {"onnx": "export/model.onnx", "expression_onnx": "export/expression.onnx"}
+# The run tag ExportCallback sets to the SHA-256 of each file it logs (the tracking database keeps the record apart
+# from the artifact store); RegistryCallback copies `export.*` tags onto the version.
+EXPORT_SHA256_TAGS: Mapping[str, str] = {
+    "model.onnx": "export.onnx.sha256",
+    "expression.onnx": "export.expression_onnx.sha256",
+    "model_fp16.onnx": "export.fp16.sha256",
+    "model_fp16.engine": "export.tensorrt.sha256",
+}
+
+
+def check_exported(files: Mapping[str, Path], tags: Mapping[str, str], source: str) -> None:
+    """Check exported files downloaded from a run ({artifact key: local path}, keys of `RUN_ONNX`) against the run's
+    SHA-256 tags before they are carried into a model; files exported before the tags existed are not checked.
+    Raises `inference.integrity.ChecksumMismatch` naming the file and both digests."""
+    from stress_lightning.inference.integrity import check_file
+
+    for key, path in sorted(files.items()):
+        tag = EXPORT_SHA256_TAGS[Path(path).name]
+        expected = tags.get(tag)
+        if expected:
+            check_file(Path(path), expected, RUN_ONNX.get(key, Path(path).name), source, f"run tag {tag}")
 
 
 @dataclass(frozen=True)
@@ -103,9 +128,12 @@ class ModelRegistry:
     ) -> str:
         """Register the model logged as `artifact_path` in `run_id` (or `model_id`); return the new version.
 
-        The new version gets alias `challenger_alias` (None to skip).
+        The new version gets alias `challenger_alias` (None to skip) and the logged model's checksum record (tag
+        `checksums.sha256`), so that the registry, not only the artifact store, says what its files must hash to.
         """
         model_id = model_id or self._logged_model_id(run_id, artifact_path)
+        recorded = self.client.get_logged_model(model_id).tags.get(CHECKSUMS_TAG)
+        tags = {**(tags or {}), **({CHECKSUMS_TAG: recorded} if recorded else {})}
         self._ensure_registered_model(name)
         # A local registry store resolves `models:/<id>` through MLflow's global URI, so point it at ours.
         with use_tracking_uri(self.client.tracking_uri):
