@@ -486,7 +486,16 @@ class StressLightningCLI(LightningCLI):
 
     # A fit resumed from a checkpoint continues the checkpoint's MLflow run (the stores were probed before the
     # classes were built, in instantiate_classes).
+    def _weights_only(self) -> None:
+        # Lightning 2.6 passes weights_only=None to torch.load, which torch reads as True unless the environment
+        # says otherwise (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD): say True here, so a checkpoint never runs code unless
+        # the user asks with `--weights_only false`.
+        config = self.config_init[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
+
     def before_fit(self) -> None:
+        self._weights_only()
         logger = next((lg for lg in self.trainer.loggers if isinstance(lg, StressMLFlowLogger)), None)
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         self._resume_step = None
@@ -509,6 +518,7 @@ class StressLightningCLI(LightningCLI):
                 logger.tags = {**(logger.tags or {}), **tags}
 
     def _before_evaluation(self) -> None:
+        self._weights_only()
         self._check_checkpoint(self.config_init[self.subcommand].get("ckpt_path"))
         self._tag_checkpoint_source()
 
@@ -537,7 +547,7 @@ class StressLightningCLI(LightningCLI):
             return
         callback = trainer.checkpoint_callback
         ckpt_path = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
-        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
 def _configured_tracking_uris(config: Any) -> list[str]:
