@@ -43,7 +43,7 @@ from stress_lightning.data.personal import (
     subject_baselines,
 )
 from stress_lightning.data.sample import Sample, make_physiology_sample, make_sample
-from stress_lightning.data.sampling import EpochSampler
+from stress_lightning.data.sampling import EpochLoader, EpochSampler
 from stress_lightning.data.taxonomy import (
     BASIC_EXPRESSIONS,
     STRESS_LEVELS,
@@ -571,7 +571,8 @@ class ClipDataModule(pl.LightningDataModule):
         # is dropped depends on that share (a share smaller than one batch would otherwise train on nothing).
         replicas = (distributed or {}).get("num_replicas", 1)
         share = -(-len(dataset) // replicas)
-        return DataLoader(
+        loader_class = EpochLoader if isinstance(sampler, EpochSampler) else DataLoader
+        return loader_class(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,

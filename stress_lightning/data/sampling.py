@@ -10,9 +10,10 @@ per epoch the same way.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochSampler(Sampler[int]):
@@ -66,3 +67,16 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class EpochLoader(DataLoader):
+    """The training DataLoader over an `EpochSampler`. Where it stands is kept by the data module's state_dict (in
+    batches the trainer consumed; Lightning fetches one ahead, so a loader's own count would be one too far): its own
+    state is empty. Having one tells Lightning the loader is resumable, instead of warning that a mid-epoch resume
+    is unreliable."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None
