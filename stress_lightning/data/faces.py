@@ -40,7 +40,11 @@ def read_face_boxes(path: Path, n_frames: int | None = None) -> np.ndarray:
     table = read_csv_checked(path, ["frame", "x0", "y0", "x1", "y1"])
     if n_frames is not None and len(table) < n_frames:
         raise CorpusError(path, f"has boxes for {len(table)} frames but the video has {n_frames}")
-    boxes = table.sort_values("frame")[["x0", "y0", "x1", "y1"]].to_numpy(np.float32)[:n_frames]
+    try:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            boxes = table.sort_values("frame")[["x0", "y0", "x1", "y1"]].to_numpy(np.float32)[:n_frames]
+    except (TypeError, ValueError) as exc:  # a cell that is no number (or a frame column mixing text and numbers)
+        raise CorpusError(path, f"columns frame, x0, y0, x1, y1 must hold numbers ({exc})") from exc
     if not np.isfinite(boxes).all() or ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():
         raise CorpusError(path, "contains non-finite or empty boxes")
     return boxes

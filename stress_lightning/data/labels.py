@@ -68,8 +68,9 @@ def sampling_rate(signal: CardiacSignal) -> float:
     """The signal's rate: its `fs_hz`, or one over the median step of its sample times."""
     if signal.times_s is None:
         return float(signal.fs_hz)
-    steps = np.diff(np.asarray(signal.times_s, np.float64))
-    step = float(np.median(steps)) if len(steps) else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # times near float64's limit: an inf/NaN step, refused
+        steps = np.diff(np.asarray(signal.times_s, np.float64))
+        step = float(np.median(steps)) if len(steps) else 0.0
     return 1.0 / step if step > 0 else float("inf")
 
 

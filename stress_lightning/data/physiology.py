@@ -18,11 +18,13 @@ WFDB record with an ECG channel); its beats come from heartpy (PPG) or `stress_l
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from stress_lightning.data.errors import CorpusError
 from stress_lightning.signals.ecg import detect_r_peaks
 
 # Respiratory band (HF) and Mayer-wave band (LF) centres used by the tachogram, Task Force (1996) bands.
@@ -236,21 +238,32 @@ def load_pulse_source(path: str | Path, csv_fs_hz: float) -> PulseSource:
     if path.suffix.lower() == ".csv":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: pulse source CSV not found")
+        # CorpusError (a ValueError) for a file that is no usable PPG: the CLI reports it as bad input.
         try:
-            ppg = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": refused below
+                ppg = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
         except ValueError as exc:
-            raise ValueError(f"{path}: pulse source must be a one-column numeric PPG CSV ({exc})") from exc
+            raise CorpusError(path, f"pulse source must be a one-column numeric PPG CSV ({exc})") from exc
         if ppg.shape[1] != 1:
-            raise ValueError(f"{path}: pulse source CSV must have one column, found {ppg.shape[1]}")
+            raise CorpusError(path, f"pulse source CSV must have one column, found {ppg.shape[1]}")
         ppg = ppg[:, 0]
+        if len(ppg) < 2 * csv_fs_hz or not np.isfinite(ppg).all():
+            raise CorpusError(
+                path, f"pulse source needs at least 2 s of finite samples at {csv_fs_hz:g} Hz, has {len(ppg)} samples"
+            )
         # heartpy, not signals.ppg.detect_pulse_peaks: on heartpy's own data.csv the latter counts the dicrotic
         # wave as a second beat (~102 bpm instead of heartpy's 59 bpm).
         import heartpy
+        from heartpy.exceptions import BadSignalWarning
 
-        working, _ = heartpy.process(ppg, csv_fs_hz)
+        try:
+            working, _ = heartpy.process(ppg, csv_fs_hz)
+        except BadSignalWarning as exc:  # heartpy's "no usable pulse" (raised, despite its name)
+            raise CorpusError(path, "heartpy finds no heartbeat in the PPG (no pulse, or too noisy)") from exc
         peaks = np.asarray(working["peaklist"], dtype=np.int64)
         if len(peaks) < 4:
-            raise ValueError(f"{path}: found only {len(peaks)} pulse peaks in the PPG")
+            raise CorpusError(path, f"found only {len(peaks)} pulse peaks in the PPG")
         return PulseSource(path, len(ppg) / csv_fs_hz, ppg=ppg, ppg_fs_hz=csv_fs_hz, ppg_peak_times_s=peaks / csv_fs_hz)
     header = path.with_suffix(".hea")
     if not header.is_file():

@@ -15,6 +15,7 @@ weighted by its correlation with a QRS template learned from the record itself. 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,16 @@ import scipy.ndimage
 import scipy.signal
 
 from stress_lightning.signals.errors import SignalError
-from stress_lightning.signals.quality import check_fs, check_signal
+from stress_lightning.signals.hrv import MAX_RR_MS
+from stress_lightning.signals.quality import check_band, check_fs, check_signal, zero_phase_filter
 
 QRS_BAND_HZ = (8.0, 20.0)  # QRS energy band; suppresses baseline wander, T waves and mains/EMG noise
 MIN_ECG_DURATION_S = 3.0  # the rhythm model and local levels need a few beats
 MIN_ECG_FS_HZ = 40.0  # QRS band up to 20 Hz needs Nyquist above it
 MIN_RR_S = 0.2  # absolute refractory period: 300 bpm is the fastest rate accepted
 MAX_GAP_S = 3.0  # a longer pause (or a noise-only stretch) restarts the beat sequence
+MAX_SAMPLE_INDEX = 2**53  # beat positions are sample indices; beyond this float64 does not hold them exactly
+MAX_HR_WINDOWS = 10_000_000  # windowed_hr_bpm: a day at 10 ms steps; more means a wrong unit of time
 
 # Dynamic-programming weights (tuned on MIT-BIH 100 and NST 118; see module docstring):
 _CANDIDATE_MIN_LEVEL = 0.15  # candidates below this fraction of the local level are never beats
@@ -49,13 +53,11 @@ def bandpass_ecg(ecg: np.ndarray, fs: float, band_hz: tuple[float, float] = (0.5
 
     Zero phase (``sosfiltfilt``) so R-peak positions are not delayed.
     """
+    fs = check_fs(fs)
     x = check_signal(ecg, fs, min_duration_s=1.0, name="ecg")
-    lo, hi = band_hz
-    if not 0 < lo < hi:
-        raise SignalError(f"band_hz must satisfy 0 < low < high, got {band_hz}")
-    hi = min(hi, 0.45 * fs)
+    lo, hi = check_band(band_hz, fs)
     sos = scipy.signal.butter(2, [lo, hi], btype="band", fs=fs, output="sos")
-    return scipy.signal.sosfiltfilt(sos, x)
+    return zero_phase_filter(sos, x, name="ecg")
 
 
 def _local_level(env: np.ndarray, fs: float, positions: np.ndarray) -> np.ndarray:
@@ -146,7 +148,8 @@ def detect_r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
         raise SignalError(f"ECG sampling rate {fs:g} Hz is too low for QRS detection (need >= {MIN_ECG_FS_HZ:g} Hz)")
     x = check_signal(ecg, fs, min_duration_s=MIN_ECG_DURATION_S, name="ecg")
     band = _qrs_band(x, fs)
-    env = np.sqrt(scipy.ndimage.uniform_filter1d(band * band, max(1, int(0.08 * fs))))
+    # The moving average works on running sums: their rounding can leave tiny negative values, so clip at 0.
+    env = np.sqrt(np.maximum(scipy.ndimage.uniform_filter1d(band * band, max(1, int(0.08 * fs))), 0.0))
     cand, _ = scipy.signal.find_peaks(env, distance=max(1, int(0.1 * fs)))
     if cand.size == 0:
         return cand.astype(np.intp)
@@ -202,6 +205,8 @@ def _check_peaks(peaks: np.ndarray, fs: float, min_count: int, name: str) -> np.
         raise SignalError(f"need at least {min_count} {name}, got {p.size}")
     if not np.all(np.isfinite(p)):
         raise SignalError(f"{name} contain NaN/inf")
+    if np.abs(p).max() > MAX_SAMPLE_INDEX:
+        raise SignalError(f"{name} must be sample indices, got values up to {np.abs(p).max():g}")
     if np.any(np.diff(p) <= 0):
         raise SignalError(f"{name} must be strictly increasing sample indices")
     return p.astype(np.float64)
@@ -233,9 +238,20 @@ def windowed_hr_bpm(
     intervals get ``hr_bpm = nan`` and ``valid = False`` (an explicit gap, not a guessed number).
     """
     p = _check_peaks(r_peaks, fs, 2, "R-peaks")
-    if not (window_s > 0 and step_s > 0 and duration_s >= window_s):
+    try:
+        duration_s, window_s, step_s = float(duration_s), float(window_s), float(step_s)
+    except (TypeError, ValueError) as err:
         raise SignalError(
-            f"need window_s > 0, step_s > 0 and duration_s >= window_s, got {window_s}, {step_s}, {duration_s}"
+            f"duration_s, window_s and step_s must be numbers, got {duration_s!r}, {window_s!r}, {step_s!r}"
+        ) from err
+    if not (np.isfinite(duration_s) and window_s > 0 and step_s > 0 and window_s <= duration_s):  # NaN fails too
+        raise SignalError(
+            f"need finite window_s > 0, step_s > 0 and duration_s >= window_s, got {window_s}, {step_s}, {duration_s}"
+        )
+    if (duration_s - window_s + 1e-9) / step_s > MAX_HR_WINDOWS:
+        raise SignalError(
+            f"{duration_s:g} s in steps of {step_s:g} s would make more than {MAX_HR_WINDOWS:.0e} windows; "
+            "use a larger step_s"
         )
     ends_s = p[1:] / float(fs)
     rr = np.diff(p) * (1000.0 / float(fs))
@@ -288,6 +304,10 @@ def clean_rr_intervals(
         raise SignalError("rr_ms contains NaN/inf")
     if window < 3 or window % 2 == 0:
         raise SignalError(f"window must be an odd number >= 3, got {window}")
+    if not 0 < max_deviation <= 1:  # NaN fails too
+        raise SignalError(f"max_deviation must be a fraction in (0, 1], got {max_deviation}")
+    if not 0 <= min_rr_ms < max_rr_ms <= MAX_RR_MS:
+        raise SignalError(f"need 0 <= min_rr_ms < max_rr_ms <= {MAX_RR_MS:g} ms, got {min_rr_ms}, {max_rr_ms}")
     plausible = (rr >= min_rr_ms) & (rr <= max_rr_ms)
     if plausible.sum() < 2:
         raise SignalError(
@@ -298,7 +318,10 @@ def clean_rr_intervals(
     filled = np.where(plausible, rr, np.nan)
     half = window // 2
     ext = np.pad(filled, half, mode="edge" if rr.size <= half else "reflect")
-    ref = np.nanmedian(np.lib.stride_tricks.sliding_window_view(ext, window), axis=1)
+    with warnings.catch_warnings():
+        # A window without any plausible interval warns "All-NaN slice"; the next line fills exactly those.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmedian(np.lib.stride_tricks.sliding_window_view(ext, window), axis=1)
     ref = np.where(np.isnan(ref), np.nanmedian(filled), ref)
     flagged = ~plausible | (np.abs(rr - ref) > max_deviation * ref)
     good = np.flatnonzero(~flagged)

@@ -18,6 +18,7 @@ import scipy.interpolate
 import scipy.signal
 
 from stress_lightning.signals.errors import SignalError
+from stress_lightning.signals.quality import MAX_RESAMPLED_SAMPLES
 
 MIN_INTERVALS_TIME_DOMAIN = 4
 MIN_DURATION_FREQUENCY_S = 20.0
@@ -27,6 +28,10 @@ LF_BAND_HZ = (0.04, 0.15)
 HF_BAND_HZ = (0.15, 0.40)
 WELCH_RESAMPLE_HZ = 4.0
 WELCH_SEGMENT_S = 240.0  # 4 min segments, 50 % overlap (heartpy's default window, so the two compare)
+# A shorter one is below any ECG/PPG sampling resolution (and would not advance float64 beat times).
+MIN_RR_MS = 1.0
+# A longer "interval" is a gap in the recording (sensor off, data lost), not the time between two beats.
+MAX_RR_MS = 60_000.0
 
 
 def _check_rr(rr_ms: np.ndarray, min_count: int) -> np.ndarray:
@@ -42,8 +47,17 @@ def _check_rr(rr_ms: np.ndarray, min_count: int) -> np.ndarray:
         raise SignalError("rr_ms contains NaN/inf; clean it with ecg.clean_rr_intervals first")
     if np.any(rr <= 0):
         raise SignalError("rr_ms contains non-positive intervals")
-    if np.median(rr) < 100 or np.median(rr) > 5000:
-        raise SignalError(f"median RR {np.median(rr):g} is not a plausible interval in ms (seconds given?)")
+    with np.errstate(over="ignore"):  # the median of values near float64's maximum is inf: refused just below
+        median = float(np.median(rr))
+    if median < 100 or median > 5000:
+        raise SignalError(f"median RR {median:g} is not a plausible interval in ms (seconds given?)")
+    if rr.max() > MAX_RR_MS:
+        raise SignalError(
+            f"rr_ms contains an interval of {rr.max():g} ms, longer than {MAX_RR_MS:g} ms: a gap in the recording, "
+            "not a beat interval; split the series at gaps"
+        )
+    if rr.min() < MIN_RR_MS:
+        raise SignalError(f"rr_ms contains an interval of {rr.min():g} ms, below {MIN_RR_MS:g} ms: not a beat interval")
     return rr
 
 
@@ -103,7 +117,7 @@ def psd_lomb(rr_ms: np.ndarray, freqs_hz: np.ndarray | None = None) -> tuple[np.
     No resampling, so no interpolation low-pass. Scaled so that the PSD integrates to the series variance:
     for even sampling the Lomb-Scargle power equals |DFT|^2 / N, hence PSD = 2 * P * T / N.
     """
-    rr = np.asarray(rr_ms, dtype=np.float64)
+    rr = _check_rr(rr_ms, MIN_INTERVALS_TIME_DOMAIN)
     t_s = np.cumsum(rr) / 1000.0
     if freqs_hz is None:
         freqs_hz = np.arange(0.002, 0.5, 0.002)
@@ -118,8 +132,13 @@ def psd_welch(rr_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     Segments of ``WELCH_SEGMENT_S`` (or the whole series if shorter), Hann window, 50 % overlap, linear detrend.
     Returns ``(freqs_hz, psd, segment_s)``.
     """
-    rr = np.asarray(rr_ms, dtype=np.float64)
+    rr = _check_rr(rr_ms, MIN_INTERVALS_TIME_DOMAIN)
     t_s = np.cumsum(rr) / 1000.0
+    if (t_s[-1] - t_s[0]) * WELCH_RESAMPLE_HZ > MAX_RESAMPLED_SAMPLES:
+        raise SignalError(
+            f"{t_s[-1] - t_s[0]:.0f} s of intervals is too long to resample at {WELCH_RESAMPLE_HZ:g} Hz; "
+            "analyse shorter windows"
+        )
     grid = np.arange(t_s[0], t_s[-1], 1.0 / WELCH_RESAMPLE_HZ)
     series = scipy.interpolate.CubicSpline(t_s, rr)(grid)
     nperseg = min(int(WELCH_SEGMENT_S * WELCH_RESAMPLE_HZ), series.size)

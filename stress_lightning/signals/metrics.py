@@ -14,6 +14,7 @@ import scipy.stats  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from stress_lightning.signals.errors import SignalError  # noqa: E402
+from stress_lightning.signals.quality import MAX_ABS_VALUE  # noqa: E402
 from stress_lightning.signals.spectrum import band_snr_db, pulse_spectrum  # noqa: E402
 
 
@@ -26,6 +27,8 @@ def _pair(pred: np.ndarray, ref: np.ndarray, min_n: int = 1) -> tuple[np.ndarray
         raise SignalError(f"need at least {min_n} pairs, got {p.size}")
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(r))):
         raise SignalError("pred/ref contain NaN/inf; mask missing labels before scoring")
+    if p.size and max(np.abs(p).max(), np.abs(r).max()) > MAX_ABS_VALUE:
+        raise SignalError(f"pred/ref hold values beyond {MAX_ABS_VALUE:g}: corrupt data or a wrong scale")
     return p, r
 
 
@@ -44,16 +47,17 @@ def rmse(pred: np.ndarray, ref: np.ndarray) -> float:
 def mape(pred: np.ndarray, ref: np.ndarray) -> float:
     """Mean absolute percentage error (percent of the reference)."""
     p, r = _pair(pred, ref)
-    if np.any(r == 0):
-        raise SignalError("MAPE is undefined for a zero reference value")
+    if np.any(np.abs(r) < 1.0 / MAX_ABS_VALUE):
+        raise SignalError(f"MAPE is undefined for a zero reference value (or one below {1.0 / MAX_ABS_VALUE:g})")
     return float(100.0 * np.mean(np.abs((p - r) / r)))
 
 
 def pearson_r(pred: np.ndarray, ref: np.ndarray) -> float:
     """Pearson correlation coefficient (needs >= 3 pairs and non-constant inputs)."""
     p, r = _pair(pred, ref, min_n=3)
-    if np.ptp(p) == 0 or np.ptp(r) == 0:
-        raise SignalError("Pearson r is undefined for a constant pred or ref")
+    # Nearly constant (spread within rounding of the values) is as undefined as constant: scipy only warns there.
+    if any(np.ptp(v) <= 1e-12 * max(1.0, float(np.abs(v).max())) for v in (p, r)):
+        raise SignalError("Pearson r is undefined for a constant (or nearly constant) pred or ref")
     return float(scipy.stats.pearsonr(p, r).statistic)
 
 
@@ -114,6 +118,10 @@ def beat_detection_scores(detected: np.ndarray, reference: np.ndarray, tolerance
     ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
     if ref.size == 0:
         raise SignalError("reference beats are empty")
+    if not (np.all(np.isfinite(det)) and np.all(np.isfinite(ref))):
+        raise SignalError("detected/reference beats contain NaN/inf")
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise SignalError(f"tolerance must be a finite number >= 0, got {tolerance}")
     # Candidate pairs within tolerance, matched nearest first.
     lo = np.searchsorted(det, ref - tolerance, side="left")
     hi = np.searchsorted(det, ref + tolerance, side="right")

@@ -16,7 +16,7 @@ import scipy.ndimage
 import scipy.signal
 
 from stress_lightning.signals.errors import SignalError
-from stress_lightning.signals.quality import check_fs, check_signal
+from stress_lightning.signals.quality import check_band, check_fs, check_signal, zero_phase_filter
 from stress_lightning.signals.spectrum import (
     HR_BAND_HZ,
     band_snr_db,
@@ -27,6 +27,7 @@ from stress_lightning.signals.spectrum import (
 
 MIN_PPG_DURATION_S = 3.0
 MIN_PULSE_INTERVAL_S = 0.27  # 222 bpm
+MIN_PULSE_FS_HZ = 2.0 / MIN_PULSE_INTERVAL_S  # two samples in the shortest pulse interval: 7.4 Hz
 PULSE_FILTER_BAND_HZ = (0.5, 5.0)  # keeps the systolic upstroke shape, drops baseline and high-frequency noise
 PEAK_PROMINENCE = 0.3  # of the local peak-to-peak pulse amplitude
 # Refractory period after a systolic peak, as a fraction of the local pulse period: the dicrotic wave peaks at
@@ -48,19 +49,28 @@ MIN_SNR_FOR_PEAKS_DB = -3.0  # below this pulse-band SNR, peaks (and HRV) are re
 
 def bandpass_pulse(ppg: np.ndarray, fs: float, band_hz: tuple[float, float] = PULSE_FILTER_BAND_HZ) -> np.ndarray:
     """Zero-phase 2nd-order Butterworth band-pass of a pulse signal."""
+    fs = check_fs(fs)
     x = check_signal(ppg, fs, min_duration_s=1.0, name="ppg")
-    lo, hi = band_hz
-    hi = min(hi, 0.45 * fs)
-    if not 0 < lo < hi:
-        raise SignalError(f"band {band_hz} Hz does not fit below Nyquist at fs = {fs:g} Hz")
+    lo, hi = check_band(band_hz, fs)
     sos = scipy.signal.butter(2, [lo, hi], btype="band", fs=fs, output="sos")
-    return scipy.signal.sosfiltfilt(sos, x)
+    return zero_phase_filter(sos, x, name="ppg")
+
+
+def _check_pulse_fs(fs: float) -> float:
+    fs = check_fs(fs)
+    if fs < MIN_PULSE_FS_HZ:
+        raise SignalError(
+            f"pulse sampled at {fs:g} Hz is too slow for beat detection (need >= {MIN_PULSE_FS_HZ:.1f} Hz)"
+        )
+    return fs
 
 
 def _local_amplitude(b: np.ndarray, fs: float) -> np.ndarray:
-    """Peak-to-peak amplitude of the band-passed pulse over +-1.5 s around every sample."""
+    """Peak-to-peak amplitude of the band-passed pulse over +-1.5 s around every sample, at least 1e-12 of the
+    whole record's (a dead stretch has ~0 amplitude; dividing by it would blow its residue up to overflow)."""
     size = 2 * max(1, int(1.5 * fs)) + 1
-    return scipy.ndimage.maximum_filter1d(b, size) - scipy.ndimage.minimum_filter1d(b, size)
+    local = scipy.ndimage.maximum_filter1d(b, size) - scipy.ndimage.minimum_filter1d(b, size)
+    return np.maximum(local, 1e-12 * np.ptp(b))
 
 
 def local_pulse_period_s(b: np.ndarray, fs: float) -> np.ndarray:
@@ -82,6 +92,8 @@ def local_pulse_period_s(b: np.ndarray, fs: float) -> np.ndarray:
     beat-to-beat differences in the diastolic part (v102s) do not matter. The amplitude normalisation stops a
     sensor drop-out from dominating a window.
     """
+    fs = _check_pulse_fs(fs)
+    b = check_signal(b, fs, min_duration_s=MIN_PPG_DURATION_S, name="band-passed pulse")
     amplitude = np.maximum(_local_amplitude(b, fs), np.finfo(float).tiny)
     slope = np.maximum(np.gradient(b), 0.0) / amplitude
     upslope = scipy.ndimage.uniform_filter1d(slope**2, max(1, int(round(UPSLOPE_SMOOTH_S * fs))))
@@ -112,7 +124,9 @@ def local_pulse_period_s(b: np.ndarray, fs: float) -> np.ndarray:
     half_width = int(np.ceil(SPECTRAL_SUPPORT_HALF_WIDTH_HZ / freqs[1]))
     near_max = scipy.ndimage.maximum_filter1d(spec, 2 * half_width + 1, axis=0, mode="nearest")
     columns = np.arange(lag.size)
-    support = near_max[np.round(fs / lag / freqs[1]).astype(int), columns] / spec[band].max(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # A window without pulse-band power gives NaN support, which compares False: its lag is kept.
+        support = near_max[np.round(fs / lag / freqs[1]).astype(int), columns] / spec[band].max(axis=0)
     for k in np.flatnonzero((support < SPECTRAL_SUPPORT) & (lag // 2 >= lo)):
         half_lo, half_hi = max(lo, int(0.4 * lag[k])), int(np.ceil(0.6 * lag[k]))
         lag[k] = half_lo + int(np.argmax(acf[half_lo : half_hi + 1, k]))
@@ -146,7 +160,7 @@ def detect_pulse_peaks(ppg: np.ndarray, fs: float) -> np.ndarray:
     period (:func:`local_pulse_period_s`) nor than ``MIN_PULSE_INTERVAL_S``; of two peaks too close, the one
     with the larger upstroke (the systolic, not the dicrotic) stays.
     """
-    fs = check_fs(fs)
+    fs = _check_pulse_fs(fs)
     x = check_signal(ppg, fs, min_duration_s=MIN_PPG_DURATION_S, name="ppg")
     b = bandpass_pulse(x, fs)
     amplitude = _local_amplitude(b, fs)
@@ -167,6 +181,8 @@ def pulse_intervals_ms(peaks: np.ndarray, fs: float) -> np.ndarray:
     p = np.asarray(peaks, dtype=np.float64)
     if p.ndim != 1 or p.size < 2:
         raise SignalError(f"need at least 2 pulse peaks, got {p.size}")
+    if not np.all(np.isfinite(p)) or np.abs(p).max() > 2**53:
+        raise SignalError("pulse peaks must be finite sample indices (below 2**53)")
     if np.any(np.diff(p) <= 0):
         raise SignalError("pulse peaks must be strictly increasing sample indices")
     return np.diff(p) * 1000.0 / fs

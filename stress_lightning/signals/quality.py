@@ -18,17 +18,59 @@ from stress_lightning.signals.errors import SignalError
 CLIP_MIN_RUN_S = 0.02
 # A constant run this long is a lead-off / sensor-off segment, not a physiological signal.
 FLAT_MIN_RUN_S = 0.5
+# Sampling rates outside this range (Hz) are a wrong unit (a period, kHz for Hz) or a corrupt header; inside it the
+# arithmetic on sample indices and intervals stays far from float64 overflow.
+FS_RANGE_HZ = (1e-3, 1e6)
+# Samples beyond this magnitude are corrupt data or a wrong scale, in any unit (V, uV, ADC counts); below it the
+# squares and sums of the filters and spectra cannot overflow float64.
+MAX_ABS_VALUE = 1e100
+# Resampling refuses to produce more samples than this (about 28 h at 1 kHz): a larger grid means timestamps or a
+# rate in the wrong unit, and allocating it would exhaust memory before anything could say so.
+MAX_RESAMPLED_SAMPLES = 100_000_000
+# A band edge below this fraction of the sampling rate cannot be built as a stable Butterworth section in float64
+# (the design's state matrix turns singular near 1e-10 fs).
+MIN_BAND_EDGE_FRACTION = 1e-6
 
 
 def check_fs(fs: float, name: str = "fs") -> float:
-    """Return ``fs`` as a float after checking it is a finite, positive sampling rate in Hz."""
+    """Return ``fs`` as a float after checking it is a finite, positive sampling rate in Hz within ``FS_RANGE_HZ``."""
     try:
         value = float(fs)
     except (TypeError, ValueError) as err:
         raise SignalError(f"{name} must be a number in Hz, got {fs!r}") from err
     if not np.isfinite(value) or value <= 0:
         raise SignalError(f"{name} must be a finite sampling rate > 0 Hz, got {fs!r}")
+    if not FS_RANGE_HZ[0] <= value <= FS_RANGE_HZ[1]:
+        raise SignalError(
+            f"{name} = {value:g} Hz is not a plausible sampling rate (expected {FS_RANGE_HZ[0]:g} to "
+            f"{FS_RANGE_HZ[1]:g} Hz); is it in Hz?"
+        )
     return value
+
+
+def check_band(band_hz: tuple[float, float], fs: float, name: str = "band_hz") -> tuple[float, float]:
+    """``(low, high)`` of a pass band in Hz, ``high`` clipped to 0.45 ``fs``, checked to be a band-pass filter that
+    can be built at ``fs``."""
+    try:
+        lo, hi = (float(f) for f in band_hz)
+    except (TypeError, ValueError) as err:
+        raise SignalError(f"{name} must be two frequencies in Hz (low, high), got {band_hz!r}") from err
+    hi = min(hi, 0.45 * fs)
+    if not MIN_BAND_EDGE_FRACTION * fs <= lo < hi:  # NaN fails here too
+        raise SignalError(
+            f"{name} {band_hz} Hz does not fit at fs = {fs:g} Hz: need {MIN_BAND_EDGE_FRACTION * fs:g} <= low < high, "
+            f"with high at most 0.45 fs = {0.45 * fs:g} Hz"
+        )
+    return lo, hi
+
+
+def zero_phase_filter(sos: np.ndarray, x: np.ndarray, name: str = "signal", axis: int = -1) -> np.ndarray:
+    """``scipy.signal.sosfiltfilt`` with its input length checked first: it pads ``3 * (2 * sections + 1)``
+    samples (its default ``padlen``, for sections without zero coefficients) and needs more than that."""
+    padlen = 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum())))
+    if x.shape[axis] <= padlen:
+        raise SignalError(f"{name} has {x.shape[axis]} samples; the zero-phase band-pass needs more than {padlen}")
+    return scipy.signal.sosfiltfilt(sos, x, axis=axis)
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +91,8 @@ def check_signal(
     """Validate a 1-D signal and return it as a contiguous float64 array.
 
     Raises :class:`SignalError` for a non-1-D input, a bad ``fs``, fewer than ``min_duration_s`` seconds of
-    samples, any NaN/inf (the message gives the longest run and where it starts) or a flat line.
+    samples, any NaN/inf (the message gives the longest run and where it starts), values beyond ``MAX_ABS_VALUE``
+    or a flat line.
     """
     fs = check_fs(fs)
     arr = np.asarray(x)
@@ -58,6 +101,8 @@ def check_signal(
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise SignalError(f"{name} must be real-valued numbers, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.size == 0:
+        raise SignalError(f"{name} is empty (0 samples)")
     duration_s = arr.size / fs
     if duration_s < min_duration_s:
         raise SignalError(
@@ -73,7 +118,12 @@ def check_signal(
             f"{int(lengths[k])} samples ({lengths[k] / fs:.2f} s) starting at sample {int(starts[k])} "
             f"(t = {starts[k] / fs:.2f} s); interpolate or cut the gap first"
         )
-    if np.ptp(arr) <= 1e-12 * max(1.0, float(np.abs(arr).max())):
+    peak = float(np.abs(arr).max())
+    if peak > MAX_ABS_VALUE:
+        raise SignalError(
+            f"{name} holds values up to {peak:g}, beyond {MAX_ABS_VALUE:g}: corrupt data or a wrong scale"
+        )
+    if np.ptp(arr) <= 1e-12 * max(1.0, peak):
         raise SignalError(f"{name} is a flat line (constant value {arr[0]:g}); is the sensor connected?")
     return arr
 
@@ -95,8 +145,9 @@ def signal_quality(x: np.ndarray, fs: float) -> dict:
     problems: list[str] = []
     flat_fraction = clipped_fraction = 0.0
     if finite.size >= 2:
-        # Constant runs: consecutive equal samples (NaN never equals, so gaps break runs).
-        same = np.concatenate(([False], np.diff(arr) == 0))
+        # Constant runs: consecutive equal samples (NaN never equals, so gaps break runs; inf - inf is such a NaN).
+        with np.errstate(invalid="ignore"):
+            same = np.concatenate(([False], np.diff(arr) == 0))
         starts, lengths = _runs(same)
         long_runs = lengths + 1 >= max(2, int(FLAT_MIN_RUN_S * fs))
         flat_fraction = float((lengths[long_runs] + 1).sum() / arr.size)
@@ -135,6 +186,8 @@ def fs_from_timestamps(t_s: np.ndarray, max_jitter: float = 0.05) -> float:
         raise SignalError(f"timestamps must be a 1-D array of at least 3 values, got shape {t.shape}")
     if not np.all(np.isfinite(t)):
         raise SignalError("timestamps contain NaN/inf")
+    if np.abs(t).max() > MAX_ABS_VALUE:
+        raise SignalError(f"timestamps reach {np.abs(t).max():g}, beyond {MAX_ABS_VALUE:g} s: corrupt data")
     dt = np.diff(t)
     if np.any(dt <= 0):
         k = int(np.flatnonzero(dt <= 0)[0])
@@ -157,10 +210,23 @@ def resample_irregular(t_s: np.ndarray, x: np.ndarray, fs_out: float) -> tuple[n
     fs_out = check_fs(fs_out, "fs_out")
     t = np.asarray(t_s, dtype=np.float64)
     v = np.asarray(x, dtype=np.float64)
-    if t.shape != v.shape or t.ndim != 1:
-        raise SignalError(f"timestamps {t.shape} and values {v.shape} must be 1-D arrays of equal length")
+    if t.shape != v.shape or t.ndim != 1 or t.size < 2:
+        raise SignalError(
+            f"timestamps {t.shape} and values {v.shape} must be 1-D arrays of equal length, at least 2 samples"
+        )
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v))):
+        raise SignalError("timestamps or values contain NaN/inf; cut or interpolate the gap first")
+    if max(np.abs(t).max(), np.abs(v).max()) > MAX_ABS_VALUE:
+        raise SignalError(f"timestamps or values beyond {MAX_ABS_VALUE:g}: corrupt data or a wrong scale")
     if np.any(np.diff(t) <= 0):
         raise SignalError("timestamps are not strictly increasing")
+    span_s = float(t[-1]) - float(t[0])  # Python floats: an overflow is inf here, not a warning
+    n_out = span_s * fs_out
+    if not n_out <= MAX_RESAMPLED_SAMPLES:
+        raise SignalError(
+            f"resampling {span_s:g} s at fs_out = {fs_out:g} Hz would give {n_out:.3g} samples (limit "
+            f"{MAX_RESAMPLED_SAMPLES:.0e}); are the timestamps in seconds?"
+        )
     grid = np.arange(t[0], t[-1], 1.0 / fs_out)
     return grid, np.interp(grid, t, v)
 
@@ -168,10 +234,17 @@ def resample_irregular(t_s: np.ndarray, x: np.ndarray, fs_out: float) -> tuple[n
 def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Resample a uniformly sampled signal from ``fs_in`` to ``fs_out`` Hz (polyphase, anti-aliased)."""
     fs_in, fs_out = check_fs(fs_in, "fs_in"), check_fs(fs_out, "fs_out")
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    if abs(float(ratio) - fs_out / fs_in) > 1e-6 * fs_out / fs_in:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise SignalError(f"signal must be a non-empty 1-D array of finite values, got shape {arr.shape}")
+    if np.abs(arr).max() > MAX_ABS_VALUE:
+        raise SignalError(f"signal holds values beyond {MAX_ABS_VALUE:g}: corrupt data or a wrong scale")
+    exact = fs_out / fs_in
+    ratio = Fraction(exact).limit_denominator(1000) if 1e-3 <= exact <= 1e3 else None
+    # A numerator above 1000 would make resample_poly build a filter (and a signal) that many times longer.
+    if ratio is None or ratio.numerator > 1000 or abs(float(ratio) - exact) > 1e-6 * exact:
         raise SignalError(f"cannot express {fs_in:g} Hz -> {fs_out:g} Hz as a ratio of small integers")
-    return scipy.signal.resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator)
+    return scipy.signal.resample_poly(arr, ratio.numerator, ratio.denominator)
 
 
 def check_same_duration(

@@ -36,7 +36,7 @@ from stress_lightning.signals import ppg as _ppg
 from stress_lightning.signals import spectrum as _spectrum
 from stress_lightning.signals.errors import SignalError
 from stress_lightning.signals.hrv import MIN_INTERVALS_TIME_DOMAIN, time_domain
-from stress_lightning.signals.quality import check_fs
+from stress_lightning.signals.quality import MAX_ABS_VALUE, check_fs
 
 PULSE_BAND_HZ = (0.7, 3.5)  # 42-210 bpm
 WINDOW_S = 1.6  # CHROM / POS window: about one cardiac cycle at 40 bpm (Wang et al. 2017 use l = 1.6 s at 20 fps)
@@ -61,6 +61,8 @@ def _check_rgb(rgb: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
     if bad.any():
         frames = np.flatnonzero(bad.any(axis=1))
         raise SignalError(f"rgb contains NaN/inf in {frames.size} frames (first at frame {int(frames[0])})")
+    if np.abs(arr).max() > MAX_ABS_VALUE:
+        raise SignalError(f"rgb holds values beyond {MAX_ABS_VALUE:g}: corrupt data or a wrong scale")
     means = arr.mean(axis=0)
     if np.any(means <= 0):
         raise SignalError(f"rgb channel means must be positive intensities, got {means}; pass raw ROI means")
@@ -191,8 +193,10 @@ def pbv(rgb: np.ndarray, fs: float, signature: np.ndarray | None = None) -> np.n
         sig = c.std(axis=0)
     else:
         sig = np.asarray(signature, dtype=np.float64)
-        if sig.shape != (3,) or not np.all(np.isfinite(sig)) or np.linalg.norm(sig) == 0:
+        if sig.shape != (3,) or not np.all(np.isfinite(sig)) or not np.any(sig):
             raise SignalError(f"signature must be 3 finite values, not all zero, got {signature!r}")
+    # Scaled to a largest entry of 1 before the norm, which would overflow (or underflow to 0) at extreme scales.
+    sig = sig / np.abs(sig).max()
     sig = sig / np.linalg.norm(sig)
     w = np.linalg.lstsq(c.T @ c, sig, rcond=None)[0]
     return _finish(-(c @ w) / (sig @ w), arr, fs)

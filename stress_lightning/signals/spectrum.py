@@ -6,7 +6,7 @@ import numpy as np
 import scipy.signal
 
 from stress_lightning.signals.errors import SignalError
-from stress_lightning.signals.quality import check_signal
+from stress_lightning.signals.quality import check_fs, check_signal
 
 # Physiological heart-rate band: 42-210 bpm covers rest to hard exercise.
 HR_BAND_HZ = (0.7, 3.5)
@@ -21,15 +21,32 @@ def pulse_spectrum(pulse: np.ndarray, fs: float, name: str = "pulse") -> tuple[n
     A single Hann-windowed periodogram for signals up to ``WELCH_SEGMENT_S``, Welch averaging of 20 s segments
     beyond; zero-padded to a ``FREQ_RESOLUTION_HZ`` grid. Linear detrend per segment.
     """
+    fs = check_fs(fs)
     x = check_signal(pulse, fs, min_duration_s=MIN_SPECTRAL_WINDOW_S, name=name)
+    if fs <= 2 * HR_BAND_HZ[1]:
+        raise SignalError(f"{name} sampled at {fs:g} Hz cannot resolve the heart-rate band {HR_BAND_HZ} Hz")
     nperseg = min(x.size, int(round(WELCH_SEGMENT_S * fs)))
     nfft = max(nperseg, int(2 ** np.ceil(np.log2(fs / FREQ_RESOLUTION_HZ))))
     freqs, power = scipy.signal.welch(x, fs=fs, window="hann", nperseg=nperseg, nfft=nfft, detrend="linear")
     return freqs, power
 
 
+def _check_spectrum(freqs: np.ndarray, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(freqs, power)`` as float arrays after checking they are one finite, non-negative spectrum."""
+    f = np.asarray(freqs, dtype=np.float64)
+    p = np.asarray(power, dtype=np.float64)
+    if f.ndim != 1 or f.shape != p.shape:
+        raise SignalError(f"freqs {f.shape} and power {p.shape} must be 1-D arrays of equal length")
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows (or inf - inf): refused below
+        total = float(p.sum())
+    if not (np.all(np.isfinite(f)) and np.isfinite(total)) or np.any(p < 0):
+        raise SignalError("a spectrum needs finite frequencies and finite, non-negative power (with a finite sum)")
+    return f, p
+
+
 def spectral_peak_hz(freqs: np.ndarray, power: np.ndarray, band_hz: tuple[float, float] = HR_BAND_HZ) -> float:
     """Frequency of the largest spectral peak inside ``band_hz``, refined by a parabolic fit on log power."""
+    freqs, power = _check_spectrum(freqs, power)
     sel = np.flatnonzero((freqs >= band_hz[0]) & (freqs <= band_hz[1]))
     if sel.size < 3:
         raise SignalError(f"band {band_hz} Hz holds fewer than 3 spectral bins; is fs right?")
@@ -61,6 +78,7 @@ def band_snr_db(
 ) -> float:
     """SNR (dB) of a spectrum: power within +-``half_width_hz`` of ``f0_hz`` and of its first harmonic over the
     rest of ``band_hz`` (de Haan & Jeanne 2013, IEEE TBME 60(10):2878-2886, eq. 12)."""
+    freqs, power = _check_spectrum(freqs, power)
     in_band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
     signal = in_band & ((np.abs(freqs - f0_hz) <= half_width_hz) | (np.abs(freqs - 2 * f0_hz) <= half_width_hz))
     noise = in_band & ~signal

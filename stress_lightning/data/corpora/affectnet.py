@@ -122,7 +122,7 @@ class AffectNetCorpus(Corpus):
                 if row in misshapen:  # its values are not in their columns
                     self.report(path, f"{row_name(row, header_lines)}: {misshapen[row]}")
                     continue
-                if not code.isdigit() or int(code) >= len(AFFECTNET_LABELS):
+                if not code.isdecimal() or int(code) >= len(AFFECTNET_LABELS):  # not isdigit(): int('²') fails
                     self.report(path, f"{row_name(row, header_lines)}: unknown expression code {code!r}; known 0-10")
                     continue
                 try:

@@ -179,7 +179,7 @@ class Fer2013Corpus(Corpus):
             if row in table.bad:  # first: a misshapen row's code and usage are not in place
                 self.report(path, f"{row_name(row)}: {table.bad[row]}")
                 continue
-            if not code.isdigit() or int(code) >= len(FER_LABELS):
+            if not code.isdecimal() or int(code) >= len(FER_LABELS):  # not isdigit(): '²' is a digit int() refuses
                 self.report(path, f"{row_name(row)}: unknown emotion code {code!r}; known 0-{len(FER_LABELS) - 1}")
                 continue
             if usage not in FER_USAGE:

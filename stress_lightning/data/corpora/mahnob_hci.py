@@ -205,7 +205,8 @@ class MahnobHciCorpus(Corpus):
     def read(self, root: Path) -> list[Item]:
         sessions_dir = root / "Sessions" if (root / "Sessions").is_dir() else root
         folders = [d for d in sessions_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        folders.sort(key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+        # isdecimal, not isdigit: a folder named '²' is a digit that int() refuses.
+        folders.sort(key=lambda d: (not d.name.isdecimal(), int(d.name) if d.name.isdecimal() else 0, d.name))
         if not any((d / "session.xml").is_file() for d in folders):
             raise CorpusError(sessions_dir, "holds no session folder with a session.xml (expected Sessions/<id>/)")
         self.skipped_sessions = 0
@@ -231,7 +232,7 @@ class MahnobHciCorpus(Corpus):
         attrs = {k: v.strip() for k, v in session.attrib.items()}
         subject = session.find("subject")
         subject_id = (subject.get("id") or "").strip() if subject is not None else ""
-        if not subject_id.isdigit():
+        if not subject_id.isdecimal():  # int() below accepts exactly these
             self.report(xml_path, f"has no numeric <subject id=...> (got {subject_id!r})")
             return None
         bdfs = sorted(folder.glob("*.bdf"))

@@ -389,7 +389,9 @@ def read_manifest_csv(path: Path, report: Report | None = None) -> list[tuple[in
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, str]]]:
     rows = []
-    with path.open(encoding="utf-8-sig") as f:
+    # errors="replace": a byte that is no UTF-8 turns into U+FFFD, so the line is refused as JSON (or its path as
+    # missing) with its line number, instead of a UnicodeDecodeError from the middle of the file.
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
@@ -397,6 +399,8 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, str]]]:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise CorpusError(path, f"line {line}: not valid JSON ({exc.msg})") from exc
+            except (ValueError, RecursionError) as exc:  # an int of more than 4300 digits, nesting too deep
+                raise CorpusError(path, f"line {line}: not valid JSON ({exc})") from exc
             if not isinstance(record, dict):
                 raise CorpusError(path, f"line {line}: expected one JSON object per line, got {type(record).__name__}")
             rows.append((line, {str(k).strip(): json_text(v) for k, v in record.items()}))
@@ -550,7 +554,8 @@ def read_cardiac_file(path: Path, column: str | None = None) -> tuple[np.ndarray
             raise CorpusError(path, f"cannot be read as a NumPy array ({exc})") from exc
         if array.ndim == 2 and 1 in array.shape:
             array = array.ravel()
-        if array.ndim != 1 or not np.issubdtype(array.dtype, np.number):
+        # Complex numbers are numbers too, but no signal: casting them would drop the imaginary part.
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
             raise CorpusError(path, f"expected a 1-D numeric array, got shape {array.shape} of {array.dtype}")
         # NaN samples are dropouts, bridged or masked when labelling (`data.labels.cardiac_truth`).
         values = array.astype(np.float64)

@@ -49,7 +49,7 @@ def read_pure_json(path: Path) -> PureRecord:
         raise CorpusError(path, "meta file (JSON) is missing")
     try:
         data = json.loads(path.read_text(errors="replace"))
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of > 4300 digits, nesting too deep
         raise CorpusError(path, f"cannot be parsed as JSON ({exc})") from exc
     packages = _entries(data, "/FullPackage", path)
     images = _entries(data, "/Image", path)

@@ -158,7 +158,7 @@ class SwellKwCorpus(Corpus):
             )
         table = pd.DataFrame(
             {
-                "subject": raw[SUBJECT].astype(str).str.strip(),
+                "subject": raw[SUBJECT].fillna("").astype(str).str.strip(),  # an empty cell is "", reported
                 "block": raw[block].astype(str).str.strip(),
                 "condition": raw[CONDITION].astype(str).str.strip(),
                 "time": parse_timestamps(raw[TIMESTAMP]),
@@ -177,7 +177,10 @@ class SwellKwCorpus(Corpus):
         path = self.find_file(root)
         table = self.table(path)
         good = np.ones(len(table), dtype=bool)
-        for i in np.flatnonzero(~table["condition"].isin(CONDITIONS).to_numpy()):
+        for i in np.flatnonzero((table["subject"] == "").to_numpy()):
+            self.report(path, f"line {table['line'].iat[i]}: no participant ({SUBJECT}) given")
+            good[i] = False
+        for i in np.flatnonzero(~table["condition"].isin(CONDITIONS).to_numpy() & good):
             self.report(path, f"line {table['line'].iat[i]}: unknown condition {table['condition'].iat[i]!r}")
             good[i] = False
         for i in np.flatnonzero(table["time"].isna().to_numpy() & good):
@@ -228,7 +231,7 @@ class SwellKwCorpus(Corpus):
         if not isinstance(media, PhysiologyRecord):
             raise TypeError(f"item {item.item_id} is not a SWELL-KW record")
         table = self.table(media.source)
-        subject, start = media.key.split("/", 1)
+        subject, start = media.key.rsplit("/", 1)  # from the right: a participant id may hold a "/"
         rows = table[table["subject"] == subject].sort_values("time")
         rows = rows[rows["time"] >= pd.Timestamp(start)]
         gaps = rows["time"].diff().dt.total_seconds().to_numpy()
@@ -264,5 +267,5 @@ def _segments(record: pd.DataFrame) -> StressSegments:
 
 
 def _natural(name: str) -> tuple[str, int]:
-    digits = "".join(c for c in name if c.isdigit())
+    digits = "".join(c for c in name if c in "0123456789")  # not isdigit(): int('²') fails
     return (name.rstrip("0123456789"), int(digits) if digits else -1)
