@@ -64,9 +64,7 @@ class BadInputRecorder:
         seen = normalise(seen)
         if not seen:
             raise AssertionError(f"{self.nodeid}: a bad input must show the user something")
-        self.rows.append(
-            {"nodeid": self.nodeid, "area": area, "case": case, "seen": seen, "exit_status": exit_status}
-        )
+        self.rows.append({"nodeid": self.nodeid, "area": area, "case": case, "seen": seen, "exit_status": exit_status})
 
 
 @pytest.fixture
@@ -123,7 +121,12 @@ def render(rows: list[dict]) -> str:
         "",
     ]
     for area in areas:
-        out += [f"## {area[0].upper()}{area[1:]}", "", "| Tried | What the user sees | Exit | Test |", "|---|---|---|---|"]
+        out += [
+            f"## {area[0].upper()}{area[1:]}",
+            "",
+            "| Tried | What the user sees | Exit | Test |",
+            "|---|---|---|---|",
+        ]
         for r in sorted((r for r in rows if r["area"] == area), key=lambda r: (r["nodeid"], r["case"])):
             exit_status = "" if r["exit_status"] is None else str(r["exit_status"])
             test = r["nodeid"].replace("|", "\\|")
