@@ -263,6 +263,7 @@ class FaultTolerance(Callback):
         self.handle_signals = handle_signals
         self._last_save_time = time.monotonic()
         self._last_save_step = -1
+        self._warned_no_last = False
         self._previous_handlers: dict[int, Any] = {}
         self._trainer: Trainer | None = None
 
@@ -405,9 +406,9 @@ class FaultTolerance(Callback):
         not touched (marking this step as saved would make it skip the epoch-end checkpoint of the same step)."""
         callback = self._last_callback(trainer)
         if callback is None:
-            if self._last_save_step != -2:
+            if not self._warned_no_last:
                 rank_zero_warn("FaultTolerance: no ModelCheckpoint with save_last=True: no resumable checkpoint")
-                self._last_save_step = -2
+                self._warned_no_last = True
             return None
         path = callback.format_checkpoint_name(callback._monitor_candidates(trainer), callback.CHECKPOINT_NAME_LAST)
         trainer.save_checkpoint(path, callback.save_weights_only)
@@ -419,9 +420,6 @@ class FaultTolerance(Callback):
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(callback)
         return path
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()
