@@ -65,8 +65,11 @@ class ExpressionHead(nn.Module):
         self, spatial_dim: int, temporal_dim: int, num_classes: int = 7, hidden_dim: int = 256, dropout: float = 0.3
     ) -> None:
         super().__init__()
-        self.spatial_norm = nn.LayerNorm(spatial_dim)
-        self.temporal_norm = nn.LayerNorm(temporal_dim)
+        if spatial_dim + temporal_dim <= 0:
+            raise ValueError("expression_mlp: needs a spatial or a temporal stream (both widths are 0)")
+        # A stream left out of the network (an ablation) has width 0: nothing to normalise.
+        self.spatial_norm = nn.LayerNorm(spatial_dim) if spatial_dim else nn.Identity()
+        self.temporal_norm = nn.LayerNorm(temporal_dim) if temporal_dim else nn.Identity()
         self.mlp = nn.Sequential(
             nn.Dropout(dropout), _mlp(spatial_dim + temporal_dim, hidden_dim, num_classes, dropout)
         )
@@ -130,6 +133,8 @@ class StressHead(nn.Module):
             expressions over seconds, not only in the expression at one instant, so the head reads it.
         personal_dim: number of person-relative physiology features (`data.personal.PERSONAL_FEATURES`); 0 leaves
             them out.
+        use_expression, use_physiology: read the expression probabilities / the network's own HR, RMSSD and LF/HF
+            (the ablations of the stress head's inputs; at least one input must remain).
         hidden_dim, dropout: MLP size and dropout.
         detach_inputs: stop the stress loss from reshaping the expression and physiology estimates it reads;
             they keep being trained by their own losses.
@@ -147,6 +152,8 @@ class StressHead(nn.Module):
         hidden_dim: int = 64,
         dropout: float = 0.3,
         detach_inputs: bool = True,
+        use_expression: bool = True,
+        use_physiology: bool = True,
     ) -> None:
         super().__init__()
         if rppg_projection_dim < 0 or context_projection_dim < 0 or personal_dim < 0:
@@ -156,6 +163,8 @@ class StressHead(nn.Module):
             )
         self.personal_dim = int(personal_dim)
         self.detach_inputs = bool(detach_inputs)
+        self.use_expression = bool(use_expression)
+        self.use_physiology = bool(use_physiology)
         self.rppg_projection = (
             nn.Sequential(nn.LayerNorm(rppg_dim), nn.Linear(rppg_dim, rppg_projection_dim), nn.ReLU(inplace=True))
             if rppg_projection_dim > 0
@@ -168,7 +177,11 @@ class StressHead(nn.Module):
             if context_projection_dim > 0
             else None
         )
-        video_dim = num_expressions + 3 + rppg_projection_dim + context_projection_dim
+        video_dim = (
+            num_expressions * self.use_expression + 3 * self.use_physiology + rppg_projection_dim + context_projection_dim
+        )
+        if video_dim == 0 and self.personal_dim == 0:
+            raise ValueError("stress_mlp: every input is switched off (expression, physiology, projections, personal)")
         self.mlp = _mlp(video_dim + 1 + 2 * self.personal_dim, hidden_dim, num_classes, dropout)
 
     def forward(
@@ -187,7 +200,11 @@ class StressHead(nn.Module):
 
         `video_mask` None: every sample has video. `personal` None: no sample has personal physiology.
         """
-        inputs = [expression_probs, physiology_features(hr_bpm, rmssd_ms, lf_hf_ratio)]
+        inputs = []
+        if self.use_expression:
+            inputs.append(expression_probs)
+        if self.use_physiology:
+            inputs.append(physiology_features(hr_bpm, rmssd_ms, lf_hf_ratio))
         if self.detach_inputs:
             inputs = [x.detach() for x in inputs]
         for projection, features in (
@@ -199,8 +216,8 @@ class StressHead(nn.Module):
             if features is None:
                 raise ValueError("stress_mlp: built with a context projection but called without context_features")
             inputs.append(projection(features.detach() if self.detach_inputs else features))
-        video_part = torch.cat(inputs, dim=1)
-        batch = video_part.shape[0]
+        batch = expression_probs.shape[0]
+        video_part = torch.cat(inputs, dim=1) if inputs else expression_probs.new_zeros(batch, 0)
         if video_mask is None:
             video = video_part.new_ones(batch, 1)
         else:

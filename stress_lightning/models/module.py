@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 )
 
 from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS, STRESS_LEVELS, check_classes
-from stress_lightning.models.losses import hrv_log_loss, masked_mean, spectral_hr_loss
+from stress_lightning.models.losses import hrv_log_loss, masked_mean, neg_pearson_loss, spectral_hr_loss
 from stress_lightning.models.metrics import BalancedAccuracy, BatchWeightedMeans
 from stress_lightning.models.net import MultiTaskNet
 from stress_lightning.models.outputs import TABLE_OUTPUTS
@@ -38,9 +38,13 @@ _EVAL_TASK_KEYS = {
     "stress": ("stress_pred", "stress_true"),
     "hr": ("hr_pred_bpm", "hr_true_bpm"),
 }
-# A clip's place in the evaluation: corpus_index * _ORDER_STRIDE + clip_index (clip_index is per corpus dataset).
-_ORDER_STRIDE = 1 << 40
-DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0}
+# A clip's place in the evaluation: corpus_index * ORDER_STRIDE + clip_index (clip_index is per corpus dataset).
+ORDER_STRIDE = 1 << 40
+# `ppg`: the negative-Pearson waveform loss of the rPPG pulse against a reference pulse (PPG/BVP) where a sample has one.
+DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0, "ppg": 0.5}
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+# Keyword inputs of `MultiTaskNet.forward` a batch may carry beyond frames and roi.
+NET_BATCH_INPUTS = ("personal", "personal_mask", "body", "body_mask", "landmarks", "landmarks_mask")
 # Epoch-mean losses, logged as `{stage}/{name}`: the weighted total and each task's.
 LOSS_NAMES = ("loss", *(f"loss_{task}" for task in DEFAULT_LOSS_WEIGHTS))
 
@@ -123,11 +127,15 @@ def _merge_eval_buffers(buffers: list[dict[str, list[np.ndarray]]]) -> tuple[dic
 
     outputs = {key: joined(key) for key in EVAL_OUTPUT_KEYS}
     for task, keys in _EVAL_TASK_KEYS.items():
-        order = joined(f"{task}_order")
+        order = joined(f"{task}_order").astype(np.int64)
         if len(order) == len(outputs[keys[0]]) and len(order) and (order >= 0).all():
             index = np.argsort(order, kind="stable")
             for key in keys:
                 outputs[key] = outputs[key][index]
+            order = order[index]
+        # Each sample's place (corpus_index * 2**40 + clip_index, -1 unknown), aligned with the task's arrays: what
+        # per-group metrics (tracking.fairness) map back to the items' attributes.
+        outputs[f"{task}_order"] = order if len(order) == len(outputs[keys[0]]) else np.full(len(outputs[keys[0]]), -1)
     # One `order` entry per evaluated sample: their count is the samples evaluated.
     seen = joined("order")
     repeated = int(len(seen) - len(np.unique(seen))) if len(seen) and (seen >= 0).all() else 0
@@ -144,7 +152,13 @@ class MultiTaskStressModule(pl.LightningModule):
         fps, roi_frames, face_frames, face_size, roi_size: clip geometry, linked from the data module.
         face_pipeline: how the data module found and framed faces (`face_span_s`, `face_margin`, `detector`,
             `detect_every`), linked from it and stored with the model so inference on raw video repeats it.
-        loss_weights: weight per task (`expression`, `hr`, `hrv`, `stress`); a missing task keeps its default.
+        loss_weights: weight per task (`expression`, `hr`, `hrv`, `stress`, `ppg`); a missing task keeps its default;
+            0 switches a task off.
+        loss_weighting: "fixed" (the weighted sum of `loss_weights`) or "uncertainty": learned homoscedastic
+            uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018): each task with a non-zero weight gets a
+            learned log-variance s and contributes exp(-s) * weight * loss + s, so the balance between tasks of
+            different scales is learned instead of tuned. The weights exp(-s) are logged as
+            `train/uncertainty_weight/<task>` at each epoch's end.
         lr, weight_decay: AdamW settings; the learning rate follows a one-cycle cosine schedule.
         label_smoothing: for the expression and stress cross-entropies.
         hr_sigma_bpm: width of the Gaussian target of the spectral heart-rate loss.
@@ -175,15 +189,27 @@ class MultiTaskStressModule(pl.LightningModule):
         label_smoothing: float = 0.05,
         hr_sigma_bpm: float = 3.0,
         corpora: list[str] | None = None,
+        loss_weighting: str = "fixed",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"model.loss_weighting must be one of {list(LOSS_WEIGHTINGS)}, got {loss_weighting!r}")
         unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(
                 f"model.loss_weights: unknown task(s) {sorted(unknown)}; known: {list(DEFAULT_LOSS_WEIGHTS)}"
             )
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        negative = {k: v for k, v in self.loss_weights.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"model.loss_weights must be >= 0, got {negative}")
+        # One learned log-variance per weighted task (Kendall et al. 2018); empty with fixed weighting.
+        self.log_variances = nn.ParameterDict(
+            {task: nn.Parameter(torch.zeros(())) for task, w in self.loss_weights.items() if w > 0}
+            if loss_weighting == "uncertainty"
+            else {}
+        )
         self.expression_names = list(check_classes(expression_classes or BASIC_EXPRESSIONS, "expression_classes"))
         self.stress_names = list(check_classes(stress_levels or STRESS_LEVELS, "stress_levels"))
         self.net = MultiTaskNet(
@@ -234,7 +260,7 @@ class MultiTaskStressModule(pl.LightningModule):
     def _run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The network on one corpus' batch: the whole network on clips, the stress head on physiology alone."""
         if "frames" in batch:
-            return self.net(batch["frames"], batch["roi"], batch.get("personal"), batch.get("personal_mask"))
+            return self.net(batch["frames"], batch["roi"], **{k: batch[k] for k in NET_BATCH_INPUTS if k in batch})
         return self.net.stress_from_personal(batch["personal"], batch["personal_mask"])
 
     def _sample_losses(
@@ -259,7 +285,21 @@ class MultiTaskStressModule(pl.LightningModule):
             per_sample = F.cross_entropy(
                 out["expression_logits"], batch["expression"], reduction="none", label_smoothing=smoothing
             )
+        # Auxiliary expression classifiers (multi-stage supervision, the face and body classifiers before their late
+        # fusion), each on the samples it can see, added to the expression loss with its weight.
+        for name, weight in self.net.aux_loss_weights().items():
+            if name not in out:
+                continue
+            aux_mask = batch["expression_mask"]
+            if name == "aux/body":
+                aux_mask = aux_mask & batch["body_mask"]
+            aux = F.cross_entropy(out[name], batch["expression"], reduction="none", label_smoothing=smoothing)
+            per_sample = per_sample + weight * torch.where(aux_mask, aux, torch.zeros_like(aux))
         losses["expression"] = (per_sample, batch["expression_mask"])
+        if "pulse_spectrum" not in out:
+            return losses  # a network without the rPPG stream (an ablation)
+        if "ppg" in batch:
+            losses["ppg"] = (neg_pearson_loss(out["pulse"], batch["ppg"]), batch["ppg_mask"] & batch["hr_mask"])
         hr = spectral_hr_loss(
             out["pulse_spectrum"], batch["hr_bpm"], self.net.bins_bpm, sigma_bpm=self.hparams.hr_sigma_bpm
         ) + F.smooth_l1_loss(out["hr_bpm"] / 10.0, batch["hr_bpm"] / 10.0, reduction="none")
@@ -279,7 +319,19 @@ class MultiTaskStressModule(pl.LightningModule):
                 losses[task] = anchor.sum() * 0.0
                 continue
             losses[task] = masked_mean(torch.cat([v for v, _ in pieces]), torch.cat([m for _, m in pieces]))
-        losses["total"] = sum(self.loss_weights[k] * v for k, v in losses.items())
+        if not self.log_variances:
+            losses["total"] = sum(self.loss_weights[k] * v for k, v in losses.items())
+            return losses
+        total = anchor.sum() * 0.0
+        for task, value in losses.items():
+            s = self.log_variances[task] if task in self.log_variances else None
+            present = any(bool(m.any()) for p in parts if task in p for m in [p[task][1]])
+            if s is None or not present:
+                # A task absent from the step adds nothing: its log-variance term alone would drift to -inf.
+                total = total + self.loss_weights[task] * value
+                continue
+            total = total + torch.exp(-s) * self.loss_weights[task] * value + s
+        losses["total"] = total
         return losses
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -299,10 +351,9 @@ class MultiTaskStressModule(pl.LightningModule):
     ) -> None:
         updates = [("stress", "stress_logits", "stress", "stress_mask")]
         if "expression_logits" in out:
-            updates += [
-                ("expression", "expression_logits", "expression", "expression_mask"),
-                ("hr", "hr_bpm", "hr_bpm", "hr_mask"),
-            ]
+            updates.append(("expression", "expression_logits", "expression", "expression_mask"))
+        if "hr_bpm" in out:
+            updates.append(("hr", "hr_bpm", "hr_bpm", "hr_mask"))
         for task, output, target, mask_key in updates:
             m = batch[mask_key]
             if m.any():
@@ -342,8 +393,8 @@ class MultiTaskStressModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         if "frames" not in batch:
             raise ValueError("predict: the batch has no video (physiology-only corpora have nothing to predict from)")
-        out = self.net(batch["frames"], batch["roi"], batch.get("personal"), batch.get("personal_mask"))
-        result = {k: out[k] for k in TABLE_OUTPUTS}
+        out = self.net(batch["frames"], batch["roi"], **{k: batch[k] for k in NET_BATCH_INPUTS if k in batch})
+        result = {k: out[k] for k in TABLE_OUTPUTS if k in out}
         if "clip_index" in batch:
             result["clip_index"] = batch["clip_index"]
         return result
@@ -356,7 +407,7 @@ class MultiTaskStressModule(pl.LightningModule):
         order = np.full(size, -1, dtype=np.int64)
         if "clip_index" in batch:
             corpus = batch["corpus_index"].cpu().numpy().astype(np.int64) if "corpus_index" in batch else 0
-            order = corpus * _ORDER_STRIDE + batch["clip_index"].cpu().numpy().astype(np.int64)
+            order = corpus * ORDER_STRIDE + batch["clip_index"].cpu().numpy().astype(np.int64)
         buf["order"].append(order)
         tasks = [("stress_mask", "stress_logits", "stress")]
         if "expression_logits" in out:
@@ -419,6 +470,9 @@ class MultiTaskStressModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._finish_epoch("train")
+        if self.log_variances:
+            weights = {f"train/uncertainty_weight/{k}": torch.exp(-v.detach()) for k, v in self.log_variances.items()}
+            self._log_synced(weights, prog_bar=False)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_epoch("val")
@@ -477,7 +531,12 @@ class MultiTaskStressModule(pl.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # The learned task log-variances are not weights to shrink: no decay on them.
+        uncertainty = {id(p) for p in self.log_variances.parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in uncertainty]}]
+        if uncertainty:
+            groups.append({"params": list(self.log_variances.parameters()), "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=self.hparams.lr,

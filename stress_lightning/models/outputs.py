@@ -27,7 +27,9 @@ def outputs_table(
     for i, name in enumerate(expression_names):
         table[f"expression_prob_{name}"] = expression_probs[:, i]
     for key in ("hr_bpm", "rmssd_ms", "lf_hf_ratio"):
-        table[key] = np.asarray(outputs[key]).reshape(-1)
+        # A network without the rPPG stream (an ablation) has no physiology: NaN, not a made-up number.
+        value = outputs.get(key)
+        table[key] = np.asarray(value).reshape(-1) if value is not None else np.full(len(expression_probs), np.nan)
     table["stress_level"] = np.asarray(stress_names)[stress_probs.argmax(axis=1)]
     for i, name in enumerate(stress_names):
         table[f"stress_prob_{name}"] = stress_probs[:, i]
