@@ -97,7 +97,8 @@ def zoo_loss(net: MultiTaskNet, out: dict[str, torch.Tensor], batch: dict[str, t
     loss = loss + F.cross_entropy(out["stress_logits"], batch["stress"])
     loss = loss + spectral_hr_loss(out["pulse_spectrum"], batch["hr_bpm"], net.bins_bpm).mean()
     for name, weight in net.aux_loss_weights().items():
-        loss = loss + weight * F.cross_entropy(out[name], batch["expression"])
+        if name in out:  # a backbone returns some auxiliary logits only when their input exists (landmarks)
+            loss = loss + weight * F.cross_entropy(out[name], batch["expression"])
     return loss
 
 

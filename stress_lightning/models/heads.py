@@ -177,9 +177,8 @@ class StressHead(nn.Module):
             if context_projection_dim > 0
             else None
         )
-        video_dim = (
-            num_expressions * self.use_expression + 3 * self.use_physiology + rppg_projection_dim + context_projection_dim
-        )
+        video_dim = num_expressions * self.use_expression + 3 * self.use_physiology
+        video_dim += rppg_projection_dim + context_projection_dim
         if video_dim == 0 and self.personal_dim == 0:
             raise ValueError("stress_mlp: every input is switched off (expression, physiology, projections, personal)")
         self.mlp = _mlp(video_dim + 1 + 2 * self.personal_dim, hidden_dim, num_classes, dropout)

@@ -40,7 +40,7 @@ _EVAL_TASK_KEYS = {
 }
 # A clip's place in the evaluation: corpus_index * ORDER_STRIDE + clip_index (clip_index is per corpus dataset).
 ORDER_STRIDE = 1 << 40
-# `ppg`: the negative-Pearson waveform loss of the rPPG pulse against a reference pulse (PPG/BVP) where a sample has one.
+# `ppg`: the negative-Pearson waveform loss of the rPPG pulse against a reference pulse (PPG/BVP) where one exists.
 DEFAULT_LOSS_WEIGHTS = {"expression": 1.0, "hr": 1.0, "hrv": 0.3, "stress": 1.0, "ppg": 0.5}
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 # Keyword inputs of `MultiTaskNet.forward` a batch may carry beyond frames and roi.
@@ -287,12 +287,13 @@ class MultiTaskStressModule(pl.LightningModule):
             )
         # Auxiliary expression classifiers (multi-stage supervision, the face and body classifiers before their late
         # fusion), each on the samples it can see, added to the expression loss with its weight.
+        mask_keys = self.net.aux_mask_keys()
         for name, weight in self.net.aux_loss_weights().items():
             if name not in out:
                 continue
             aux_mask = batch["expression_mask"]
-            if name == "aux/body":
-                aux_mask = aux_mask & batch["body_mask"]
+            if name in mask_keys:
+                aux_mask = aux_mask & batch[mask_keys[name]]
             aux = F.cross_entropy(out[name], batch["expression"], reduction="none", label_smoothing=smoothing)
             per_sample = per_sample + weight * torch.where(aux_mask, aux, torch.zeros_like(aux))
         losses["expression"] = (per_sample, batch["expression_mask"])

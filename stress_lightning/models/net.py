@@ -277,6 +277,14 @@ class MultiTaskNet(nn.Module):
             weights.update({"aux/face": BODY_AUX_WEIGHT, "aux/body": BODY_AUX_WEIGHT})
         return weights
 
+    def aux_mask_keys(self) -> dict[str, str]:
+        """For auxiliary logits that exist only for some samples: `aux/<name>` -> the batch mask that says which
+        (the body classifier: `body_mask`; a backbone's own, from its `aux_masks`)."""
+        keys = {f"aux/{k}": v for k, v in getattr(self.temporal, "aux_masks", {}).items()}
+        if self.body is not None:
+            keys["aux/body"] = "body_mask"
+        return keys
+
     def _temporal_features(
         self,
         frames: torch.Tensor,
