@@ -44,6 +44,7 @@ from stress_lightning.data.personal import (
 )
 from stress_lightning.data.sample import Sample, make_physiology_sample, make_sample
 from stress_lightning.data.sampling import EpochLoader, EpochSampler
+from stress_lightning.data.sidecars import ItemSidecars, load_sidecars, sample_pulse, sample_track
 from stress_lightning.data.taxonomy import (
     BASIC_EXPRESSIONS,
     STRESS_LEVELS,
@@ -55,7 +56,14 @@ from stress_lightning.data.transforms import ExpressionMix, face_train_transform
 
 
 class ClipDataset(Dataset):
-    """Samples from cached items: a video clip (face window + ROI window) or a still image (repeated face)."""
+    """Samples from cached items: a video clip (face window + ROI window) or a still image (repeated face).
+
+    Every sample also carries the item's sidecar streams at the clip's times (`body`, `landmarks`, `ppg`, each with
+    its mask; `data.sidecars`), loaded once per item in each process that reads them (as the cached video is) and
+    under `on_error`: "fail" raises `CorpusError` naming a bad file, "skip" masks that stream of the item, appends
+    the problem to `problems` (the data module's own list when it reads in this process) and warns.
+    `reader` is the corpus, whose cardiac loader reads the pulse waveforms; without it clips carry no `ppg`.
+    """
 
     def __init__(
         self,
@@ -66,6 +74,9 @@ class ClipDataset(Dataset):
         roi_size: int,
         face_transform=None,
         roi_augment: bool = False,
+        reader: Corpus | None = None,
+        on_error: Literal["fail", "skip"] = "fail",
+        problems: list[Problem] | None = None,
     ) -> None:
         self.items = items
         self.cache = cache
@@ -74,8 +85,12 @@ class ClipDataset(Dataset):
         self.roi_size = roi_size
         self.face_transform = face_transform
         self.roi_augment = roi_augment
+        self.reader = reader
+        self.on_error = on_error
+        self.problems = problems if problems is not None else []
         self.offsets = spec.face_offsets()
         self._videos: dict[int, Any] = {}
+        self._sidecars: dict[int, ItemSidecars] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,11 +100,36 @@ class ClipDataset(Dataset):
             self._videos[i] = self.cache.load_video(self.items[i])
         return self._videos[i]
 
+    def _item_sidecars(self, i: int) -> ItemSidecars:
+        if i not in self._sidecars:
+            duration_s = len(self._video(i).valid) / self.spec.fps
+            self._sidecars[i] = load_sidecars(self.items[i], self.reader, duration_s, self.on_error, self.problems)
+        return self._sidecars[i]
+
+    def clip_sidecars(self, index: int) -> dict[str, torch.Tensor | None]:
+        """Sample `index`'s sidecar streams: `body` [Tf, 25, 3] and `landmarks` [Tf, 12, 2] at the face window's frame
+        times, `ppg` [Tr] over the ROI window; None where not available (a still image, no sidecar, not covered).
+        What `__getitem__` puts in the sample (and what a shard writer stores)."""
+        i, start = int(self.labels.item[index]), int(self.labels.start[index])
+        if start < 0:
+            return {"body": None, "landmarks": None, "ppg": None}
+        sidecars = self._item_sidecars(i)
+        fps = self.spec.fps
+        face_times = (start + self.spec.roi_frames // 2 + self.offsets) / fps
+        roi_times = (start + np.arange(self.spec.roi_frames)) / fps
+        values = {
+            "body": sample_track(sidecars.body, face_times, body=True),
+            "landmarks": sample_track(sidecars.landmarks, face_times),
+            "ppg": sample_pulse(sidecars.ppg, roi_times),
+        }
+        return {k: (torch.from_numpy(v) if v is not None else None) for k, v in values.items()}
+
     def __getitem__(self, index: int) -> Sample:
         lab = self.labels
         i = int(lab.item[index])
         start = int(lab.start[index])
         still = start < 0
+        sidecars: dict[str, torch.Tensor | None] = {}
         if still:
             face = torch.from_numpy(self.cache.load_still(self.items[i])).permute(2, 0, 1)
             frames = face.unsqueeze(0).expand(self.spec.face_frames, -1, -1, -1).contiguous()
@@ -102,6 +142,7 @@ class ClipDataset(Dataset):
             frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
             if self.roi_augment:
                 roi = roi_train_transform(roi)
+            sidecars = self.clip_sidecars(index)
         if self.face_transform is not None:
             frames = self.face_transform(frames)
 
@@ -118,9 +159,14 @@ class ClipDataset(Dataset):
             lf_hf_ratio=known(lab.lf_hf_ratio, lab.hrv_mask),
             stress=known(lab.stress, lab.stress_mask),
             still=still,
+            **sidecars,
         )
         sample["clip_index"] = torch.tensor(index, dtype=torch.int64)
         return sample
+
+    def clip_attributes(self) -> list[dict[str, str]]:
+        """Each sample's item attributes (gender, skin tone, ...), by sample index (= `clip_index`)."""
+        return [dict(self.items[i].attributes) for i in self.labels.item.tolist()]
 
 
 class PhysiologyDataset(Dataset):
@@ -137,8 +183,9 @@ class PhysiologyDataset(Dataset):
         context: Context = "causal",
     ) -> None:
         baselines = subject_baselines(series, [it.subject_id for it in items])
-        features, masks, stress = [], [], []
-        for item, record in zip(items, series, strict=True):
+        self.items = items
+        features, masks, stress, item_index = [], [], [], []
+        for n, (item, record) in enumerate(zip(items, series, strict=True)):
             values, mask = personal_features(record, baselines[item.subject_id], history_s, scale, context)
             for k, t in enumerate(record.times_s):
                 label = stress_over(item.stress, float(t), float(t) + record.window_s, stress_labels)
@@ -147,13 +194,19 @@ class PhysiologyDataset(Dataset):
                 features.append(values[k])
                 masks.append(mask[k])
                 stress.append(label)
+                item_index.append(n)
         width = len(PERSONAL_FEATURES)
         self.personal = torch.as_tensor(np.asarray(features, dtype=np.float32).reshape(-1, width))
         self.personal_mask = torch.as_tensor(np.asarray(masks, dtype=bool).reshape(-1, width))
         self.stress = np.asarray(stress, dtype=np.int64)
+        self.item_index = np.asarray(item_index, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.stress)
+
+    def clip_attributes(self) -> list[dict[str, str]]:
+        """Each window's record attributes, by sample index."""
+        return [dict(self.items[i].attributes) for i in self.item_index.tolist()]
 
     def __getitem__(self, index: int) -> Sample:
         return make_physiology_sample(self.personal[index], self.personal_mask[index], stress=int(self.stress[index]))
@@ -442,7 +495,16 @@ class ClipDataModule(pl.LightningDataModule):
             train = split == "train"
             transform = face_train_transform(self.augment_preset) if (train and self.augment) else None
             self.datasets[split] = ClipDataset(
-                split_items, cache, self.spec, labels, self.roi_size, transform, roi_augment=train and self.augment
+                split_items,
+                cache,
+                self.spec,
+                labels,
+                self.roi_size,
+                transform,
+                roi_augment=train and self.augment,
+                reader=self.reader,
+                on_error=self.on_error,
+                problems=self.problems,
             )
         if "train" not in self.datasets and stage in (None, "fit"):
             raise CorpusError(self.root, f"the train split yields no samples ({self._describe('train')})")
@@ -514,6 +576,24 @@ class ClipDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             raise CorpusError(self.root, f"corpus {self.corpus!r} has no samples in the {split!r} split")
         return self.datasets[split]
+
+    def clip_attributes(self, split: str, corpus_index: int | None = None) -> list[dict[str, str]]:
+        """The group attributes (gender, skin tone, age, ... as the corpus writes them) of every sample of `split`,
+        one dict per sample index (the `clip_index` its samples carry), for per-group metrics.
+
+        `corpus_index` exists so one call fits this module and `MixedDataModule`; here it may only be None or 0.
+        A split streamed from shards has no attributes (the records do not keep them): one empty dict per sample.
+        """
+        if corpus_index not in (None, 0):
+            raise ValueError(f"clip_attributes: a single-corpus data module has corpus 0 only, got {corpus_index}")
+        if self.shards:
+            if not self.datasets:
+                self.setup()
+            entry = self.shard_manifest["splits"].get(split)
+            if split not in self.datasets or entry is None:
+                raise CorpusError(self.root, f"corpus {self.corpus!r} has no samples in the {split!r} split")
+            return [{} for _ in range(int(entry["samples"]))]
+        return self._dataset(split).clip_attributes()  # type: ignore[union-attr]
 
     def _distributed_sampler_kwargs(self) -> dict[str, int] | None:
         """`{num_replicas, rank}` when the attached trainer runs several processes (DDP, FSDP), else None."""

@@ -21,6 +21,9 @@ Ground truth:
 - cardiac: a `CardiacRef` (ECG, PPG/BVP or a heart-rate series) that `Corpus.load_cardiac` turns into a
   `CardiacSignal` on the video's clock.
 
+Sidecars (optional, per video): OpenPose BODY_25 body keypoints, 12 face landmarks (`data.landmarks`) and a pulse
+waveform (`ppg`); `data.sidecars` samples them at a clip's times.
+
 All of these are small frozen dataclasses: items travel to worker processes pickled.
 """
 
@@ -266,6 +269,12 @@ class Item:
         face_boxes: a per-frame face box CSV (`frame,x0,y0,x1,y1`) for corpora that ship boxes.
         attributes: group attributes (gender, skin tone, age, ...), for per-group metrics and model cards.
         audio: a path to the item's audio where the corpus has it separately (the roadmap's voice stream).
+        body_keypoints: OpenPose BODY_25 keypoints of the video, a folder of per-frame JSON files or one JSON file
+            (`data.body.read_openpose`); frame n of it is the video's frame n.
+        landmarks: a 12-point landmark CSV `frame,x0,y0,...,x11,y11` in frame pixels (`data.landmarks`).
+        ppg: a pulse waveform (PPG/BVP) beside the cardiac ground truth, loaded like it (`Corpus.load_cardiac`);
+            None where the item has none, or where `cardiac` is itself a PPG (the dataset then uses that).
+        Sidecar times: `data.sidecars` says how their frames are put on the clip's clock.
     """
 
     item_id: str
@@ -278,10 +287,15 @@ class Item:
     face_boxes: Path | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     audio: Path | None = None
+    body_keypoints: Path | None = None
+    landmarks: Path | None = None
+    ppg: CardiacRef | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"item {self.item_id}: split {self.split!r} not in {SPLITS}")
+        if self.ppg is not None and self.ppg.kind != "ppg":
+            raise ValueError(f"item {self.item_id}: ppg must be a CardiacRef of kind 'ppg', got {self.ppg.kind!r}")
 
     @property
     def is_still(self) -> bool:
@@ -303,9 +317,18 @@ class Item:
             paths = [media.path]
         else:  # CorpusImage, PhysiologyRecord
             paths = [media.source]
-        for extra in (self.cardiac.path if self.cardiac else None, self.face_boxes, self.audio):
-            if extra is not None:
-                paths.append(extra)
+        extras = (
+            self.cardiac.path if self.cardiac else None,
+            self.face_boxes,
+            self.audio,
+            self.landmarks,
+            self.ppg.path if self.ppg else None,
+        )
+        paths.extend(p for p in extras if p is not None)
+        if self.body_keypoints is not None:
+            # A folder of per-frame JSON files: each file (its size is what the fingerprint sees).
+            keypoints = self.body_keypoints
+            paths.extend(sorted(keypoints.glob("*.json")) if keypoints.is_dir() else [keypoints])
         return paths
 
 

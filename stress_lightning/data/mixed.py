@@ -205,6 +205,28 @@ class MixedDataModule(pl.LightningDataModule):
     def problems(self) -> list[Problem]:
         return [p for module in self.modules.values() for p in module.problems]
 
+    def clip_attributes(self, split: str, corpus_index: int | None = None) -> list[dict[str, str]]:
+        """The group attributes of every sample of one corpus' `split`, one dict per sample index: evaluation
+        samples carry `corpus_index` (the corpus' place in `corpus_names`) and `clip_index` (the sample's index in
+        that corpus' dataset), so `clip_attributes(split, corpus_index)[clip_index]` is a sample's. A corpus without
+        that split gives []. `corpus_index` may be left out only in a run of one corpus."""
+        modules = list(self.modules.values())
+        if corpus_index is None:
+            if len(modules) != 1:
+                raise ValueError(
+                    f"clip_attributes: this run has {len(modules)} corpora {self.corpus_names}; name one by "
+                    "corpus_index (its place in corpus_names)"
+                )
+            corpus_index = 0
+        if not 0 <= corpus_index < len(modules):
+            raise ValueError(f"clip_attributes: corpus_index {corpus_index} not in 0..{len(modules) - 1}")
+        module = modules[corpus_index]
+        if not module.datasets:
+            module.setup("validate")
+        if split not in module.datasets:
+            return []
+        return module.clip_attributes(split)
+
     # -- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         for module in self.modules.values():

@@ -5,6 +5,11 @@ A physiology record (SWELL-KW) has no frames at all: its sample holds the person
 A still image is a one-frame clip: its face crop is repeated over the face window (the spatial stream sees it,
 the temporal stream sees a still face), its ROI is zeros with `roi_mask` False (no pulse to learn), and only its
 expression label can be present. Class indices refer to the run's taxonomy (`stress_lightning.data.taxonomy`).
+
+Sidecar streams ride along with every clip (zeros with their mask False where the item has none, and for stills):
+`body` [Tf, 25, 3] OpenPose BODY_25 (x, y in frame pixels, confidence) and `landmarks` [Tf, 12, 2] (frame pixels,
+`data.landmarks.LANDMARK_NAMES`) at the face window's frame times, `ppg` [Tr] the reference pulse waveform on the
+ROI clock (zero mean over the window; blood volume up = up). `data.sidecars` computes them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ LABEL_MASKS: Final[dict[str, str]] = {
     "stress": "stress_mask",
 }
 
+# Sidecar keys, their mask, and the per-frame shape after the time axis.
+SIDECAR_MASKS: Final[dict[str, str]] = {"body": "body_mask", "landmarks": "landmarks_mask", "ppg": "ppg_mask"}
+BODY_JOINTS: Final[int] = 25
+NUM_LANDMARKS: Final[int] = 12
+
 Sample = dict[str, torch.Tensor]
 
 
@@ -36,14 +46,26 @@ def make_sample(
     lf_hf_ratio: float | None = None,
     stress: int | None = None,
     still: bool = False,
+    body: torch.Tensor | None = None,
+    landmarks: torch.Tensor | None = None,
+    ppg: torch.Tensor | None = None,
 ) -> Sample:
-    """Build a Sample; a label given as None is stored as zero with its mask False (never a sentinel)."""
+    """Build a Sample; a label given as None is stored as zero with its mask False (never a sentinel).
+
+    body [Tf, 25, 3], landmarks [Tf, 12, 2] and ppg [Tr] follow the same rule: None is zeros with the mask False.
+    """
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be [Tf, 3, H, W], got {tuple(frames.shape)}")
     if roi.ndim != 4 or roi.shape[1] != 3:
         raise ValueError(f"roi must be [Tr, 3, R, R], got {tuple(roi.shape)}")
     hrv_known = rmssd_ms is not None and lf_hf_ratio is not None
-    return {
+    tf, tr = frames.shape[0], roi.shape[0]
+    sidecars = {
+        "body": _sidecar("body", body, (tf, BODY_JOINTS, 3)),
+        "landmarks": _sidecar("landmarks", landmarks, (tf, NUM_LANDMARKS, 2)),
+        "ppg": _sidecar("ppg", ppg, (tr,)),
+    }
+    sample = {
         "frames": frames,
         "roi": roi,
         "roi_mask": torch.tensor(not still),
@@ -59,6 +81,18 @@ def make_sample(
         "stress": torch.tensor(stress if stress is not None else 0, dtype=torch.int64),
         "stress_mask": torch.tensor(stress is not None),
     }
+    for key, (value, known) in sidecars.items():
+        sample[key] = value
+        sample[SIDECAR_MASKS[key]] = torch.tensor(known)
+    return sample
+
+
+def _sidecar(name: str, value: torch.Tensor | None, shape: tuple[int, ...]) -> tuple[torch.Tensor, bool]:
+    if value is None:
+        return torch.zeros(shape, dtype=torch.float32), False
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name} must be {list(shape)} for this clip, got {list(value.shape)}")
+    return value.float(), True
 
 
 def make_physiology_sample(personal: torch.Tensor, personal_mask: torch.Tensor, *, stress: int | None) -> Sample:

@@ -34,6 +34,14 @@ relative amplitude `pulse_amplitude` (peak-to-peak, green; R and B scaled by 0.3
 below one 8-bit level per pixel. Shot and read noise are added before 8-bit quantisation. Videos are FFV1 in
 MKV (lossless RGB, `bgr0`), or H.264 MP4 for robustness studies (`codec="h264"`).
 
+Sidecars per session (generator 1.2): `ppg.csv` (`time_s,ppg`), the blood-volume pulse the renderer puts on the
+skin at each frame time (up = more blood = darker skin, as a contact PPG reads it); `landmarks.csv`, the 12 face
+landmarks of `data.landmarks` computed from the renderer's geometry for each frame's expression and head pose
+(`data.render_landmarks`; config `landmarks`); `body/`, OpenPose BODY_25 per-frame JSON from
+`data.body.synthesize_body25`, whose movement depends on the stress level and the expression events (config
+`body_keypoints`). Landmarks draw nothing at random and keypoints a random stream of their own: a seed's video and
+ECG are the same with them on or off.
+
 Caching: `corpus.json` records the generator version and a hash of the config (plus the pulse-source file's
 bytes); a call with the same config returns at once, a different config in a non-empty root is an error. The
 corpus is written into a temporary sibling folder and renamed into place when complete. `corpus.json`'s
@@ -65,10 +73,12 @@ from tqdm.auto import tqdm
 
 from stress_lightning.data import physiology as phys
 from stress_lightning.data import render
+from stress_lightning.data.landmarks import write_landmarks_csv
+from stress_lightning.data.render_landmarks import session_landmarks
 from stress_lightning.data.taxonomy import STRESS_LEVELS
 from stress_lightning.signals.quality import resample
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 EXPRESSION_NAMES: tuple[str, ...] = render.EXPRESSION_NAMES
 STRESS_NAMES: tuple[str, ...] = STRESS_LEVELS
 
@@ -110,6 +120,8 @@ class SyntheticConfig:
     lighting_drift: float = 0.025  # std of the slow relative illumination drift
     lighting_step: bool = False  # one +-8 % illumination step per session at a random time
     h264_crf: int = 23
+    body_keypoints: bool = True  # write OpenPose BODY_25 keypoints per frame (body/, `data.body.synthesize_body25`)
+    landmarks: bool = True  # write the 12 face landmarks per frame (landmarks.csv, `data.render_landmarks`)
 
     def __post_init__(self) -> None:
         problems = []
@@ -452,11 +464,14 @@ def render_frames(
     pulse_scale: float = 1.0,
     as_float: bool = False,
     renderer: render.FaceRenderer | None = None,
+    scene: SessionScene | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (RGB frame, face box) per frame: uint8, or float 8-bit units before quantisation when as_float.
 
-    noise, pulse_scale and as_float exist to inspect the clean signal."""
-    scene = session_scene(plan, config, signals.resp)
+    noise, pulse_scale and as_float exist to inspect the clean signal; `scene` is `session_scene`'s (computed here
+    when not given; a caller that also needs it passes it in)."""
+    if scene is None:
+        scene = session_scene(plan, config, signals.resp)
     if renderer is None:
         renderer = render.FaceRenderer(plan.subject.identity, config.width, config.height)
     elif renderer.identity != plan.subject.identity:
@@ -522,6 +537,40 @@ def write_video(path: Path, frames: Iterator[np.ndarray], config: SyntheticConfi
         container.mux(stream.encode(None))
 
 
+def write_body_keypoints(folder: Path, plan: SessionPlan, config: SyntheticConfig) -> None:
+    """The session's body keypoints as OpenPose per-frame JSON (`video_<frame:012d>_keypoints.json`), moving with
+    the session's stress level and expression events (`data.body.synthesize_body25`; its own random stream, so the
+    video and ECG of a seed do not depend on whether keypoints are written)."""
+    from stress_lightning.data.body import synthesize_body25, write_openpose
+
+    events = plan.events
+
+    def expression_at(t_s: float) -> str | None:
+        # The face's own timeline: the label at the apex, None (the body ramps) during onset and offset, neutral
+        # between events.
+        for e in events:
+            if e.start_s <= t_s < e.end_s:
+                return e.label if e.apex_start_s <= t_s <= e.apex_end_s else None
+        return "neutral"
+
+    n = config.n_frames
+    keypoints = np.asarray(
+        synthesize_body25(
+            n / config.fps,
+            config.fps,
+            plan.stress_level,
+            expression_at,
+            _rng(*plan.seed, 3),
+            config.width,
+            config.height,
+        ),
+        dtype=np.float32,
+    )
+    if keypoints.shape != (n, 25, 3):
+        raise ValueError(f"synthesize_body25 returned {keypoints.shape}, expected {(n, 25, 3)}")
+    write_openpose(folder, keypoints, prefix="video")
+
+
 def _fmt_rows(rows: list[tuple], header: str) -> str:
     return header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
 
@@ -557,10 +606,21 @@ def _render_session(
         for e in plan.events
     ]
     (session_dir / "expressions.csv").write_text(_fmt_rows(events, "start_s,apex_start_s,apex_end_s,end_s,label"))
+    # The skin pulse the renderer applies (blood volume at the frame times; up = more blood = darker skin).
+    t_frames = np.arange(config.n_frames) / config.fps
+    (session_dir / "ppg.csv").write_text(
+        "time_s,ppg\n" + "".join(f"{t:.4f},{v:.6f}\n" for t, v in zip(t_frames, sig.pulse, strict=True))
+    )
+    scene = session_scene(plan, config, sig.resp)
+    if config.landmarks:
+        points = session_landmarks(renderer, scene.labels, scene.intensity, scene.poses)
+        write_landmarks_csv(session_dir / "landmarks.csv", points)
+    if config.body_keypoints:
+        write_body_keypoints(session_dir / "body", plan, config)
     boxes: list[np.ndarray] = []
 
     def frames() -> Iterator[np.ndarray]:
-        for img, box in render_frames(plan, config, sig, renderer=renderer):
+        for img, box in render_frames(plan, config, sig, renderer=renderer, scene=scene):
             boxes.append(box)
             yield img
 
@@ -579,6 +639,9 @@ def _render_session(
             "ecg": rel + "ecg.csv",
             "expressions": rel + "expressions.csv",
             "face_boxes": rel + "face_boxes.csv",
+            "body": rel + "body" if config.body_keypoints else "",
+            "landmarks": rel + "landmarks.csv" if config.landmarks else "",
+            "ppg": rel + "ppg.csv",
             "stress_level": plan.stress_level,
             "stress_name": STRESS_NAMES[plan.stress_level],
             "fps": config.fps,
@@ -612,6 +675,9 @@ LABEL_COLUMNS = (
     "ecg_fs_hz",
     "duration_s",
     "n_frames",
+    "body",
+    "landmarks",
+    "ppg",
 )
 
 

@@ -66,6 +66,12 @@ KNOWN_COLUMNS: frozenset[str] = frozenset(
         "cardiac_column",
         "audio",
         "face_boxes",
+        "keypoints",
+        "landmarks",
+        "ppg",
+        "ppg_fs_hz",
+        "ppg_offset_s",
+        "ppg_column",
     }
 )
 JSONL_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".ndjson")
@@ -106,6 +112,11 @@ class ManifestCorpus(Corpus):
       of a file with several). Files: CSV/TSV (header optional), plain text with one value per line, or `.npy`
       (1-D, needs a rate).
     - `audio`: an audio file; `face_boxes`: a per-frame `frame,x0,y0,x1,y1` box CSV (for an image: its box).
+    - sidecars of a video or frame folder (`data.sidecars` puts them on the clip's clock): `keypoints`, OpenPose
+      BODY_25 JSON (a folder of per-frame files or one `{"frames": [...]}` file, `data.body.read_openpose`);
+      `landmarks`, a 12-point CSV `frame,x0,y0,...,x11,y11` (`data.landmarks`); `ppg`, a pulse waveform file read
+      like `cardiac` with `ppg_fs_hz`, `ppg_offset_s` and `ppg_column` (a `cardiac` of kind ppg serves as the
+      pulse waveform when `ppg` is empty).
     - any other column: a group attribute (gender, skin_tone, age, ...), kept as text; empty values left out.
     Times of events, segments and the cardiac signal (after the offset) are on the video's clock: 0 at the
     first frame.
@@ -242,7 +253,34 @@ class ManifestCorpus(Corpus):
             face_boxes=face_boxes,
             attributes={k: v for k, v in row.items() if k not in KNOWN_COLUMNS and v},
             audio=listed_file(base, row, "audio", where),
+            body_keypoints=self.row_keypoints(manifest, line, row, where, media),
+            landmarks=self.row_sidecar(manifest, line, row, where, media, "landmarks"),
+            ppg=self.row_sidecar(manifest, line, row, where, media, "ppg"),
         )
+
+    def row_keypoints(self, manifest: Path, line: int, row: dict[str, str], where: str, media: Media) -> Path | None:
+        """The row's OpenPose BODY_25 keypoints: a folder of per-frame JSON files or one JSON file."""
+        if not row.get("keypoints"):
+            return None
+        self.video_only(manifest, line, media, "keypoints")
+        path = resolve(manifest.parent, row["keypoints"])
+        if not path.exists():
+            raise CorpusError(path, f"is missing (column keypoints, {where})")
+        return path
+
+    def row_sidecar(self, manifest: Path, line: int, row: dict[str, str], where: str, media: Media, column: str):
+        """The row's `landmarks` file or `ppg` reference (video and frame folders only)."""
+        if not row.get(column):
+            return None
+        self.video_only(manifest, line, media, column)
+        if column == "ppg":
+            return self.row_ppg(manifest, line, row, where)
+        return listed_file(manifest.parent, row, column, where)
+
+    @staticmethod
+    def video_only(manifest: Path, line: int, media: Media, column: str) -> None:
+        if isinstance(media, ImageFile):
+            raise CorpusError(manifest, f"line {line}: column {column} is for videos and frame folders, not an image")
 
     def row_media(self, manifest: Path, line: int, row: dict[str, str], where: str) -> Media:
         path = resolve(manifest.parent, row["path"])
@@ -295,21 +333,34 @@ class ManifestCorpus(Corpus):
                 f"line {line}: cardiac_kind {row.get('cardiac_kind', '')!r} must be one of {', '.join(CARDIAC_KINDS)} "
                 "(required with `cardiac`)",
             )
-        fs_hz = row_number(manifest, line, row, "cardiac_fs_hz", positive=True)
+        return self.signal_ref(manifest, line, row, where, "cardiac", kind, path)
+
+    def row_ppg(self, manifest: Path, line: int, row: dict[str, str], where: str) -> CardiacRef | None:
+        """The row's pulse waveform (`ppg` with `ppg_fs_hz`, `ppg_offset_s`, `ppg_column`, as for `cardiac`)."""
+        path = listed_file(manifest.parent, row, "ppg", where)
+        if path is None:
+            return None
+        return self.signal_ref(manifest, line, row, where, "ppg", "ppg", path)
+
+    def signal_ref(
+        self, manifest: Path, line: int, row: dict[str, str], where: str, prefix: str, kind: str, path: Path
+    ) -> CardiacRef:
+        """A signal file's reference from the `<prefix>_fs_hz`, `<prefix>_offset_s` and `<prefix>_column` columns."""
+        fs_hz = row_number(manifest, line, row, f"{prefix}_fs_hz", positive=True)
         rate_problem = cardiac_rate_problem(kind, fs_hz) if fs_hz is not None else None
         if rate_problem is not None:
-            raise CorpusError(manifest, f"line {line}: cardiac_fs_hz: {rate_problem}")
-        offset_s = row_number(manifest, line, row, "cardiac_offset_s") or 0.0
-        column = row.get("cardiac_column") or None
+            raise CorpusError(manifest, f"line {line}: {prefix}_fs_hz: {rate_problem}")
+        offset_s = row_number(manifest, line, row, f"{prefix}_offset_s") or 0.0
+        column = row.get(f"{prefix}_column") or None
         if fs_hz is None or column is not None:
             # Only the header is read here: a rate-less file without times is refused before any caching.
             header = cardiac_header(path)
             if fs_hz is None and TIME_COLUMN not in header:
                 raise CorpusError(
-                    path, f"has no {TIME_COLUMN} column and {where} gives no cardiac_fs_hz: its samples have no times"
+                    path, f"has no {TIME_COLUMN} column and {where} gives no {prefix}_fs_hz: its samples have no times"
                 )
             if column is not None and header and column not in header:
-                raise CorpusError(path, f"has no column {column!r} (cardiac_column, {where}); found {header}")
+                raise CorpusError(path, f"has no column {column!r} ({prefix}_column, {where}); found {header}")
         return CardiacRef(kind, path, fs_hz=fs_hz, offset_s=offset_s, channel=column)  # type: ignore[arg-type]
 
     # -- loading ------------------------------------------------------------------------------------------

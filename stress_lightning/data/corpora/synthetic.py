@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from stress_lightning.data.corpora.base import CORPORA, Corpus, OnError, read_csv_checked
 from stress_lightning.data.corpora.common import read_expression_events
@@ -23,6 +24,10 @@ from stress_lightning.data.items import (
 )
 from stress_lightning.data.synthetic import LABEL_COLUMNS, STRESS_NAMES, SyntheticConfig, generate_corpus
 from stress_lightning.data.taxonomy import BASIC_EXPRESSIONS
+
+# Sidecar columns of labels.csv (generator 1.2): empty where the generator was told not to write them.
+SIDECAR_COLUMNS: tuple[str, ...] = ("body", "landmarks", "ppg")
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in LABEL_COLUMNS if c not in SIDECAR_COLUMNS)
 
 
 @CORPORA.register("synthetic")
@@ -83,7 +88,7 @@ class SyntheticCorpus(Corpus):
             attributes = {k: str(row[k]) for k in ("skin_tone", "gender") if k in row}
             labels_path = root / subject_id / "labels.csv"
             try:
-                labels = read_csv_checked(labels_path, list(LABEL_COLUMNS))
+                labels = read_csv_checked(labels_path, list(REQUIRED_COLUMNS), dtype={c: str for c in SIDECAR_COLUMNS})
             except CorpusError as exc:
                 self.report(exc.path, exc.problem)
                 continue
@@ -108,6 +113,7 @@ class SyntheticCorpus(Corpus):
         events_path = folder / str(row["expressions"])
         try:
             timeline = read_timeline(events_path)
+            sidecars = {c: self._sidecar(folder, row, c) for c in SIDECAR_COLUMNS}
         except CorpusError as exc:
             self.report(exc.path, exc.problem)
             return None
@@ -121,19 +127,41 @@ class SyntheticCorpus(Corpus):
             cardiac=CardiacRef("ecg", folder / str(row["ecg"]), fs_hz=float(row["ecg_fs_hz"])),
             face_boxes=folder / str(row["face_boxes"]),
             attributes=attributes,
+            body_keypoints=sidecars["body"],
+            landmarks=sidecars["landmarks"],
+            ppg=CardiacRef("ppg", sidecars["ppg"], fs_hz=float(row["fps"])) if sidecars["ppg"] else None,
         )
 
+    @staticmethod
+    def _sidecar(folder: Path, row: dict, column: str) -> Path | None:
+        """A sidecar path of labels.csv (None where the column is absent or empty); a listed one must exist."""
+        value = row.get(column)
+        if not isinstance(value, str) or not value.strip():
+            return None
+        path = folder / value.strip()
+        if not path.exists():
+            raise CorpusError(path, f"is missing (listed in column {column} of {folder.name}/labels.csv)")
+        return path
+
     def load_cardiac(self, item: Item) -> CardiacSignal | None:
+        """The ECG (`time_s,ecg_mv` at the ECG rate) or, for a `ppg` reference, the rendered skin pulse (`time_s,ppg`
+        at the frame times, read with its times)."""
         ref = item.cardiac
         if ref is None:
             return None
-        table = read_csv_checked(ref.path, ["time_s", "ecg_mv"])
-        ecg = table["ecg_mv"].to_numpy(np.float64)
-        if len(ecg) < 2:
+        column = "ppg" if ref.kind == "ppg" else "ecg_mv"
+        table = read_csv_checked(ref.path, ["time_s", column])
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+        if len(values) < 2:
             raise CorpusError(ref.path, "has fewer than 2 samples")
-        if not np.isfinite(ecg).all():
-            raise CorpusError(ref.path, f"column ecg_mv has {int((~np.isfinite(ecg)).sum())} non-finite values")
-        return CardiacSignal("ecg", ecg, fs_hz=ref.fs_hz, start_s=-ref.offset_s, source=ref.path)
+        if not np.isfinite(values).all():
+            raise CorpusError(ref.path, f"column {column} has {int((~np.isfinite(values)).sum())} non-finite values")
+        if ref.kind == "ppg":
+            times = pd.to_numeric(table["time_s"], errors="coerce").to_numpy(np.float64)
+            if not np.isfinite(times).all() or not (np.diff(times) > 0).all():
+                raise CorpusError(ref.path, "column time_s must hold increasing numbers")
+            return CardiacSignal("ppg", values, times_s=times - ref.offset_s, source=ref.path)
+        return CardiacSignal("ecg", values, fs_hz=ref.fs_hz, start_s=-ref.offset_s, source=ref.path)
 
 
 def existing_config(root: Path) -> SyntheticConfig | None:
