@@ -95,6 +95,10 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to other processes (shard writers): memory maps and sidecars are opened again there, not pickled whole.
+        return {**self.__dict__, "_videos": {}, "_sidecars": {}}
+
     def _video(self, i: int):
         if i not in self._videos:
             self._videos[i] = self.cache.load_video(self.items[i])

@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 
 MANIFEST = "shards.json"
 FORMAT = "stress-lightning-shards"
-FORMAT_VERSION = 1
+# 2: records carry the sidecar streams (body keypoints, landmarks, pulse waveform) with their masks.
+FORMAT_VERSION = 2
+SIDECAR_STREAMS = ("body", "landmarks", "ppg")
 PARTS_DIR = "parts"
 REMOTE_SCHEMES = ("s3", "gs", "r2")
 # What the run's config must agree on with the shard set (the model's heads and input shapes follow them).
@@ -275,7 +277,10 @@ class _ClipRecords:
         spec: ClipSpec,
         roi_size: int,
         cache_args: tuple[Path, str, str, Preprocessing],
+        sidecars: Callable[[int], Mapping[str, torch.Tensor | None]] | None = None,
     ) -> None:
+        # `sidecars`: sample index -> its sidecar streams (`ClipDataset.clip_sidecars`), None where absent.
+        self.sidecars = sidecars
         self.items = items
         self.labels = labels
         self.spec = spec
@@ -313,7 +318,20 @@ class _ClipRecords:
             video = self._videos[i]
             frames, roi = clip_window(video.faces, video.roi, start, self.spec.roi_frames, self.offsets)
             frames, roi = np.ascontiguousarray(frames), np.array(roi)
+        streams = self.sidecars(index) if (self.sidecars is not None and not still) else {}
+        shapes = {
+            "body": (self.spec.face_frames, 25, 3),
+            "landmarks": (self.spec.face_frames, 12, 2),
+            "ppg": (self.spec.roi_frames,),
+        }
+        # Fixed shapes whatever is present (zeros + mask False), as the sample has them.
+        sidecar_fields: dict[str, Any] = {}
+        for name, shape in shapes.items():
+            value = streams.get(name)
+            sidecar_fields[name] = np.zeros(shape, np.float32) if value is None else np.asarray(value, np.float32)
+            sidecar_fields[f"{name}_mask"] = value is not None
         return {
+            **sidecar_fields,
             "clip_index": int(index),
             # bytes, not str: litdata would store a str that names an existing file as that file's content.
             "item_id": item.item_id.encode("utf-8"),
@@ -472,7 +490,9 @@ def write_shards(
             if progress:
                 print(f"[shards] {split}: writing samples {start}..{stop - 1} of {total} with {workers} worker(s)")
             target.mkdir(parents=True, exist_ok=True)
-            records = _ClipRecords(dataset.items, dataset.labels, datamodule.spec, datamodule.roi_size, cache_args)
+            records = _ClipRecords(
+                dataset.items, dataset.labels, datamodule.spec, datamodule.roi_size, cache_args, dataset.clip_sidecars
+            )
             litdata.optimize(
                 fn=records,
                 inputs=order[start:stop].tolist(),
@@ -697,6 +717,7 @@ class ShardedClipDataset(StreamingDataset):
             lf_hf_ratio=record["lf_hf_ratio"] if hrv else None,
             stress=known("stress", "stress_mask"),
             still=still,
+            **{name: torch.as_tensor(record[name]) if record[f"{name}_mask"] else None for name in SIDECAR_STREAMS},
         )
         sample["clip_index"] = torch.tensor(int(record["clip_index"]), dtype=torch.int64)
         return sample
