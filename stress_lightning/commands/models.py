@@ -1,10 +1,10 @@
-"""`stress-lightning models`: the model registry from a terminal. `models list`: every version of the registered
-models with its aliases, run, key test metrics, export status and promotion decision."""
+"""`stress-lightning models`: the architectures a config can name, by kind (`models [--json]`), and the model
+registry from a terminal (`models list`: every version of the registered models with its aliases, run, key test
+metrics, export status and promotion decision)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -25,8 +25,21 @@ KEY_METRICS: dict[str, str] = {
 EXPORTS = ("onnx", "fp16", "tensorrt")
 SHORT_RUN_ID = 8
 
+# Kinds of registered architecture, in the order listed.
+KINDS = ("spatial", "temporal", "body", "rppg", "stress")
+
 DESCRIPTION = """\
-The model registry from a terminal. `models list --help` for the columns it shows."""
+Without an action: the names a config can give each part of the network, by kind, one line each
+(`spatial: a, b, c`): spatial (per-frame backbones, model.init_args.net.spatial_backbone), temporal (clip
+backbones, ...temporal_backbone), body (keypoint backbones, ...body_backbone), rppg (pulse backbones,
+...rppg_backbone) and stress (the neural stress head, and the scikit-learn classifiers that
+stress_lightning.tracking.stress_classic.ClassicStressCallback fits on a trained model's outputs). --json prints
+{"spatial": [...], "temporal": [...], "body": [...], "rppg": [...], "stress": [...]}, names sorted.
+
+`models list`: the model registry (registered versions, their metrics, exports and promotion); `models list
+--help` for the columns it shows.
+
+Exit status: 0 listed; 1 the store or the --name model cannot be found (list); 2 usage error."""
 
 LIST_DESCRIPTION = f"""\
 List registered model versions, newest first: version, aliases, run id, creation time (local), the run's
@@ -44,8 +57,13 @@ Exit status: 0 listed (an empty registry lists nothing); 1 the store or the --na
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stress-lightning models", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="stress-lightning models",
+        usage="%(prog)s [-h] [--json]\n       %(prog)s list [-h] [--name NAME] [--json] [--tracking-uri URI]",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Its own dest: `list` has a --json of its own, and argparse would let the subparser's default overwrite it.
+    parser.add_argument("--json", dest="names_json", action="store_true", help="the names by kind as a JSON object")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser(
         "list",
@@ -65,9 +83,45 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.action is None:
-        parser.print_help(sys.stderr)
-        return 2
+        return list_names(args.names_json)
     return list_versions(parser, args)
+
+
+def architecture_names() -> dict[str, list[str]]:
+    """Registered names by kind (`KINDS`), each sorted. stress: the `HEADS` entries that are stress heads and the
+    `STRESS_CLASSIFIERS`."""
+    from stress_lightning.models.heads import StressHead
+    from stress_lightning.models.registry import (
+        BODY_BACKBONES,
+        HEADS,
+        RPPG_BACKBONES,
+        SPATIAL_BACKBONES,
+        STRESS_CLASSIFIERS,
+        TEMPORAL_BACKBONES,
+    )
+
+    def is_stress_head(name: str) -> bool:
+        entry = HEADS.get(name)
+        return name.startswith("stress") or (isinstance(entry, type) and issubclass(entry, StressHead))
+
+    stress = [name for name in HEADS.names() if is_stress_head(name)] + STRESS_CLASSIFIERS.names()
+    return {
+        "spatial": SPATIAL_BACKBONES.names(),
+        "temporal": TEMPORAL_BACKBONES.names(),
+        "body": BODY_BACKBONES.names(),
+        "rppg": RPPG_BACKBONES.names(),
+        "stress": sorted(set(stress)),
+    }
+
+
+def list_names(as_json: bool) -> int:
+    names = architecture_names()
+    if as_json:
+        print_json(names)
+    else:
+        for kind in KINDS:
+            print(f"{kind}: {', '.join(names[kind]) or '(none)'}")
+    return 0
 
 
 def list_versions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

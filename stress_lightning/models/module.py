@@ -49,7 +49,7 @@ NET_BATCH_INPUTS = ("personal", "personal_mask", "body", "body_mask", "landmarks
 LOSS_NAMES = ("loss", *(f"loss_{task}" for task in DEFAULT_LOSS_WEIGHTS))
 
 
-def _task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricCollection]:
+def task_metrics(num_expressions: int, num_stress: int) -> dict[str, MetricCollection]:
     """Metric names are fixed here once; `{stage}/` is prefixed when logging."""
     return {
         "expression": MetricCollection(
@@ -231,7 +231,7 @@ class MultiTaskStressModule(pl.LightningModule):
                 _metric_key(stage, scope, task): collection.clone(prefix=f"{stage}/{scope + '/' if scope else ''}")
                 for stage in STAGES
                 for scope in scopes
-                for task, collection in _task_metrics(len(self.expression_names), len(self.stress_names)).items()
+                for task, collection in task_metrics(len(self.expression_names), len(self.stress_names)).items()
             }
         )
         # Epoch means of the losses (LOSS_NAMES) weighted by batch size, computed and logged at the epoch's end with
