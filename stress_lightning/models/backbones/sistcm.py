@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from stress_lightning.models.backbones.spatial import IMAGENET_MEAN, IMAGENET_STD
+from stress_lightning.models.backbones.spatial import IMAGENET_MEAN, IMAGENET_STD, conv_blocks
 from stress_lightning.models.registry import TEMPORAL_BACKBONES
 
 
@@ -86,17 +86,8 @@ class SISTCM(nn.Module):
             raise ValueError(f"sistcm: loss weights must be >= 0, got lambda={lambda_feature}, mu={mu_frame}")
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for out_ch in channels:
-            layers += [
-                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            in_ch = out_ch
-        self.trunk = nn.Sequential(*layers)
+        in_ch = int(channels[-1])
+        self.trunk = conv_blocks(channels, ceil_mode=False)
         self.downsample = 2 ** len(channels)
         # Softmax(0, 0) = (0.5, 0.5): both layouts start equal.
         self.fusion_logits = nn.Parameter(torch.zeros(2))

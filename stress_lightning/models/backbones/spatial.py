@@ -160,6 +160,24 @@ class ResNet18(SpatialBackbone):
         self.out_dim = 512
 
 
+def conv_blocks(channels: Sequence[int], in_channels: int = 3, ceil_mode: bool = True) -> nn.Sequential:
+    """conv3x3-BN-ReLU-maxpool(2) blocks of the given widths: the small 2D trunk several backbones share.
+    `ceil_mode=False` pools only whole 2x2 windows (a tiled super-image must not pool across tile borders)."""
+    if len(channels) == 0:
+        raise ValueError("conv_blocks: channels must list at least one block width")
+    layers: list[nn.Module] = []
+    in_ch = in_channels
+    for out_ch in channels:
+        layers += [
+            nn.Conv2d(in_ch, int(out_ch), 3, padding=1, bias=False),
+            nn.BatchNorm2d(int(out_ch)),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=ceil_mode),
+        ]
+        in_ch = int(out_ch)
+    return nn.Sequential(*layers)
+
+
 @SPATIAL_BACKBONES.register("conv4")
 class Conv4(SpatialBackbone):
     """Four conv3x3-BN-ReLU-maxpool blocks and global pooling: a fast stream for tests and CPU smoke runs."""
@@ -168,15 +186,5 @@ class Conv4(SpatialBackbone):
         super().__init__()
         if len(channels) == 0:
             raise ValueError("conv4: channels must be non-empty")
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for out_ch in channels:
-            layers += [
-                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2, ceil_mode=True),
-            ]
-            in_ch = out_ch
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.trunk = nn.Sequential(*conv_blocks(channels), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.out_dim = int(channels[-1])

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from stress_lightning.models.backbones.spatial import IMAGENET_MEAN, IMAGENET_STD
+from stress_lightning.models.backbones.spatial import IMAGENET_MEAN, IMAGENET_STD, conv_blocks
 from stress_lightning.models.registry import TEMPORAL_BACKBONES
 
 NUM_LANDMARKS = 12
@@ -94,18 +94,8 @@ class STAttention(nn.Module):
             )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for out_ch in channels:
-            layers += [
-                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2, ceil_mode=True),
-            ]
-            in_ch = out_ch
-        dim = in_ch
-        self.trunk = nn.Sequential(*layers)
+        dim = int(channels[-1])
+        self.trunk = conv_blocks(channels)
         self.spatial_score = nn.Conv2d(dim, 1, 1)
         self.temporal_attention = TemporalAttention(dim, attention_hidden)
         # Per frame: normalised points and their change since the previous frame, 2 x K x 2 numbers.
