@@ -32,6 +32,21 @@ PYTORCHVIDEO_KINETICS_MEAN = (0.45, 0.45, 0.45)
 PYTORCHVIDEO_KINETICS_STD = (0.225, 0.225, 0.225)
 
 
+def load_zoo_checkpoint(net: nn.Module, weights: str, owner: str, head_prefix: str, what: str, zoo_file: str) -> None:
+    """Load a local state dict, or a pytorchvideo model-zoo checkpoint holding one under "model_state", into `net`
+    without its classifier (`head_prefix`); nothing is downloaded (`zoo_file` names the checkpoint in messages)."""
+    if not isinstance(weights, str):
+        raise TypeError(f"{owner}: weights must be None or a path string, got {type(weights).__name__}")
+    path = Path(weights).expanduser()
+    if not path.exists() and not path.suffix:
+        raise ValueError(
+            f"{owner}: weights {weights!r} is not a file; {owner} takes a local state dict path (the Kinetics "
+            f"weights are pytorchvideo's {zoo_file}) and downloads nothing"
+        )
+    state = load_state_dict_file(path, owner, wrapper_key="model_state")
+    load_backbone_state(net, state, path, owner, head_prefix=head_prefix, what=what)
+
+
 class TemporalBackbone(nn.Module):
     """Base class: [B, T, 3, H, W] -> normalised [B, 3, T, H, W] -> `self.trunk` -> [B, out_dim]."""
 
@@ -139,18 +154,8 @@ class I3DR50(TemporalBackbone):
 
     @staticmethod
     def _load(net: nn.Module, weights: str) -> None:
-        owner = "i3d_r50"
-        if not isinstance(weights, str):
-            raise TypeError(f"{owner}: weights must be None or a path string, got {type(weights).__name__}")
-        path = Path(weights).expanduser()
-        if not path.exists() and not path.suffix:
-            raise ValueError(
-                f"{owner}: weights {weights!r} is not a file; i3d_r50 takes a local state dict path (the Kinetics "
-                "weights are pytorchvideo's I3D_8x8_R50.pyth) and downloads nothing"
-            )
-        state = load_state_dict_file(path, owner, wrapper_key="model_state")
         # The checkpoint's classifier (the model zoo's blocks.6 head) has no counterpart here.
-        load_backbone_state(net, state, path, owner, head_prefix="blocks.6.", what="I3D R50 architecture")
+        load_zoo_checkpoint(net, weights, "i3d_r50", "blocks.6.", "I3D R50 architecture", "I3D_8x8_R50.pyth")
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B, T, 3, H, W] in [0, 1] with T >= 2 -> features [B, 2048]."""

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
-from stress_lightning.models.backbones.spatial import load_backbone_state, load_state_dict_file
 from stress_lightning.models.backbones.temporal import (
     PYTORCHVIDEO_KINETICS_MEAN,
     PYTORCHVIDEO_KINETICS_STD,
     TemporalBackbone,
+    load_zoo_checkpoint,
 )
 from stress_lightning.models.registry import TEMPORAL_BACKBONES
 
@@ -83,13 +82,4 @@ class X3DXS(TemporalBackbone):
 
 def _load_zoo_weights(net: nn.Module, weights: str) -> None:
     """Load a local X3D-XS state dict, or a model-zoo checkpoint holding one under "model_state", into `net`."""
-    if not isinstance(weights, str):
-        raise TypeError(f"x3d_xs: weights must be None or a path string, got {type(weights).__name__}")
-    path = Path(weights).expanduser()
-    if not (path.exists() or path.suffix):
-        raise ValueError(
-            f"x3d_xs: weights {weights!r} is not a file; x3d_xs downloads nothing and takes the path of a local "
-            "state dict (the Kinetics-400 weights are the pytorchvideo model zoo's X3D_XS.pyth)"
-        )
-    state = load_state_dict_file(path, "x3d_xs", wrapper_key="model_state")
-    load_backbone_state(net, state, path, "x3d_xs", head_prefix=CLASSIFIER_PREFIX, what="X3D-XS architecture")
+    load_zoo_checkpoint(net, weights, "x3d_xs", CLASSIFIER_PREFIX, "X3D-XS architecture", "X3D_XS.pyth")
