@@ -111,11 +111,30 @@ def test_bad_methods_and_settings_are_refused_when_the_config_is_read() -> None:
     }
 
 
-def test_conf_part_is_the_default_list_plus_the_callback() -> None:
+def test_conf_part_appends_the_callback_to_the_run_s_list(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conf/experiment/stress_classic.yaml adds the callback to the list the run already has (`callbacks+`)."""
+    from stress_lightning.cli import main
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("sys.argv", ["stress-lightning"])
+    args = [
+        "fit",
+        "--print_config",
+        "--config",
+        "conf/synthetic.yaml",
+        "--config",
+        "conf/experiment/stress_classic.yaml",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0, captured.err
+    callbacks = yaml.safe_load(captured.out)["trainer"]["callbacks"]
     default = yaml.safe_load((REPO / "conf/callbacks/default.yaml").read_text())
-    part = yaml.safe_load((REPO / "conf/callbacks/stress_classic.yaml").read_text())
-    assert part[:-1] == default, "conf/callbacks/stress_classic.yaml must repeat conf/callbacks/default.yaml's list"
-    last = part[-1]
+    assert [c["class_path"] for c in callbacks[:-1]] == [c["class_path"] for c in default]
+    last = callbacks[-1]
     assert last["class_path"] == "stress_lightning.tracking.stress_classic.ClassicStressCallback"
     assert ClassicStressCallback(**last["init_args"]).methods == ["random_forest", "svm"]
 

@@ -10,6 +10,8 @@ argument; each is the module `stress_lightning.commands.<name>`):
 - `models list ...`: the registered model versions, their metrics, exports and promotion decisions;
 - `sync [FILE...]`: send what a run kept locally while its tracking server was unreachable;
 - `runs reap ...`: close the MLflow runs a killed process left RUNNING.
+- `compare --config conf/compare/<name>.yaml`: train a list of runs into one MLflow experiment and write their
+  metrics as a Markdown table.
 
 Each command is an argparse program with its own `--help`. Exit codes: 0 done (problems found in a corpus are
 reported, not failures), 1 the input cannot be read (the error names the path), 2 a usage error.
@@ -25,7 +27,7 @@ from typing import Any
 
 import yaml
 
-COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export", "promote", "models", "sync", "runs")
+COMMANDS: tuple[str, ...] = ("data", "evaluate", "stream", "export", "promote", "models", "sync", "runs", "compare")
 
 
 class CommandError(Exception):
