@@ -7,7 +7,8 @@ argument; each is the module `stress_lightning.commands.<name>`):
 - `stream ...`: a video file or a camera through a trained model, in real time, as JSON lines;
 - `export ...`: a trained model to ONNX (FP32, FP16) and TensorRT, each file checked;
 - `promote ...`: the registry's promotion gate applied to one version by hand;
-- `models list ...`: the registered model versions, their metrics, exports and promotion decisions;
+- `models [--json]`: the registered architectures by kind; `models list ...`: the registered model versions, their
+  metrics, exports and promotion decisions;
 - `sync [FILE...]`: send what a run kept locally while its tracking server was unreachable;
 - `runs reap ...`: close the MLflow runs a killed process left RUNNING.
 - `compare --config conf/compare/<name>.yaml`: train a list of runs into one MLflow experiment and write their
