@@ -291,3 +291,16 @@ def test_fit_through_the_cli_logs_fairness(tmp_path: Path) -> None:
     assert "test/fairness/skin_tone/III-IV/hr_mae_bpm" in metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "fairness")}
     assert artifacts == {"fairness/test_fairness.md", "fairness/test_fairness.csv"}
+
+
+def test_every_callbacks_list_that_tracks_runs_logs_fairness() -> None:
+    """A callbacks part with MLflowRunCallback also has FairnessCallback, right after it (a new part copied from an
+    older list once left it out)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "conf" / "callbacks"
+    for part in sorted(root.glob("*.yaml")):
+        paths = [c["class_path"].rsplit(".", 1)[1] for c in yaml.safe_load(part.read_text())]
+        if "MLflowRunCallback" in paths:
+            i = paths.index("MLflowRunCallback")
+            assert paths[i + 1 : i + 2] == ["FairnessCallback"], f"{part.name}: {paths}"
