@@ -230,9 +230,13 @@ class Layers:
 class FaceRenderer:
     """Draws one identity in the canonical pose (face box centred) and caches renders per expression level."""
 
-    def __init__(self, identity: Identity, width: int, height: int) -> None:
+    def __init__(self, identity: Identity, width: int, height: int, skin_texture: float = 0.0) -> None:
+        if skin_texture < 0:
+            raise ValueError(f"FaceRenderer: skin_texture must be >= 0, got {skin_texture}")
         self.identity = identity
         self.width, self.height = width, height
+        self.skin_texture = float(skin_texture)
+        self._texture = skin_texture_map(identity, width, height, skin_texture) if skin_texture > 0 else None
         fw = identity.face_width_frac * width
         fh = fw * identity.face_aspect
         if fh > 0.78 * height:  # keep the face inside the frame for every head pose
@@ -338,6 +342,9 @@ class FaceRenderer:
         # Specular highlight on forehead and nose tip; it reflects the light's colour and carries no pulse.
         spec = np.exp(-(((uu - 0.5) / 0.16) ** 2) - (((vv - 0.2) / 0.07) ** 2))
         spec += 0.8 * np.exp(-(((uu - 0.5) / 0.035) ** 2) - (((vv - 0.45 - nl + 0.02) / 0.03) ** 2))
+        if self._texture is not None:
+            # Texture multiplies the skin's colour (and so its pulse, which is relative to the albedo) where skin.
+            color = color * (1.0 + skin[..., None] * (self._texture - 1.0))
         skin_albedo = np.where(alpha[..., None] > 1e-4, color / np.maximum(alpha, 1e-4)[..., None], 0.0)
         face = np.concatenate([color, alpha[..., None]], axis=-1).astype(np.float32)
         skin_layer = np.concatenate([skin_albedo * skin[..., None], (spec * skin)[..., None]], axis=-1)
@@ -492,16 +499,21 @@ def compose_frame(
     noise: np.ndarray | None,
     shot_noise: float,
     read_noise: float,
+    exposure: np.ndarray | float | None = None,
 ) -> np.ndarray:
     """One frame in 8-bit units (float) before quantisation; noise (standard normal [H, W, 3]) is optional.
 
     pulse_rel_rgb is the relative reflectance change per channel at this instant (negative when blood volume
     is up); it multiplies the skin albedo only. Shot-noise variance grows with the signal (shot_noise * value),
     read noise is constant; both are added before 8-bit quantisation, as in a camera.
+    exposure: the camera's gain for this frame (a scalar, or [3] per channel with white balance), applied to the
+    light before the noise (`AutoExposure.gain`); None (default) leaves the frame exactly as without it.
     """
     alpha = face[..., 3:4]
     refl = face[..., :3] + (1.0 - alpha) * background + skin[..., :3] * pulse_rel_rgb
     value = 255.0 * (light_rgb * gradient) * (refl + specular * skin[..., 3:4])
+    if exposure is not None:
+        value = value * np.asarray(exposure, dtype=np.float32)
     if noise is not None:
         sigma = np.sqrt(shot_noise * np.maximum(value, 0.0) + read_noise**2)
         value = value + sigma * noise
@@ -510,3 +522,144 @@ def compose_frame(
 
 def quantize(value: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(value), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Camera realism options (all off by default; synthetic.py decides when to use them)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def skin_texture_map(identity: Identity, width: int, height: int, strength: float) -> np.ndarray:
+    """Per-subject skin texture in the canonical pose: a multiplicative albedo map [H, W, 3] around 1.
+
+    Pores and fine wrinkles (white noise blurred over 0.6 px, at the frame's pixel scale) plus blotches and
+    freckles (blurred over 2.5 px), relative std `strength` in green (e.g. 0.05-0.15), a little stronger in blue
+    and weaker in red, as melanin and haemoglobin spots absorb more at short wavelengths. Drawn from the
+    subject's own seed, so every session of a subject shows the same skin. It moves with the head (it is warped
+    with the face layers), so the ROI cells see it shift as the head moves: the motion artefact that a smooth
+    synthetic skin lacks.
+    """
+    if strength < 0:
+        raise ValueError(f"skin_texture_map: strength must be >= 0, got {strength}")
+    rng = np.random.default_rng([identity.background_seed, 7])
+    fine = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 0.6)
+    blotch = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 2.5)
+    field = fine / max(float(fine.std()), 1e-6) + 0.7 * blotch / max(float(blotch.std()), 1e-6)
+    field = field / max(float(field.std()), 1e-6)
+    channel = np.array([0.7, 1.0, 1.2], np.float32)
+    return np.clip(1.0 + strength * field[..., None] * channel, 0.2, 2.0).astype(np.float32)
+
+
+class AutoExposure:
+    """A webcam's auto-exposure (and optional auto white balance) loop: it meters each frame and moves the gain
+    of the following frames towards a target mean level.
+
+    Exposure: metered on the frame's mean (8-bit units, all channels), the error in EV, log2(target / mean), is
+    followed by a first-order loop with time constant `time_constant_s`, only while the error exceeds
+    `deadband_ev` (so the camera does not hunt), and the applied exposure moves in steps of `step_ev` (sensor
+    gain and exposure time are discrete): slow drifts of the scene are cancelled with a lag and show as small
+    brightness steps. White balance (`white_balance_s` not None): per-channel gains that make the frame's mean
+    grey (grey-world), followed with their own, slower time constant. Both react to the whole frame, whose
+    brightness changes with lighting drifts and head motion; the pulse (a 0.3 % change on part of the frame) is
+    far below what they follow within a beat.
+
+    The first `update` converges at once (a camera that has been running): gains start where the first frame
+    asks for. Use `gain` for frame i's `compose_frame(..., exposure=...)`, then `update(frame i's value)`.
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        target: float = 110.0,
+        time_constant_s: float = 0.7,
+        deadband_ev: float = 0.05,
+        step_ev: float = 1.0 / 32.0,
+        white_balance_s: float | None = None,
+    ) -> None:
+        if fps <= 0 or not 0 < target < 255 or time_constant_s <= 0 or deadband_ev < 0 or step_ev < 0:
+            raise ValueError(
+                "AutoExposure: need fps > 0, 0 < target < 255, time_constant_s > 0, deadband_ev >= 0 and "
+                f"step_ev >= 0, got {fps}, {target}, {time_constant_s}, {deadband_ev}, {step_ev}"
+            )
+        if white_balance_s is not None and white_balance_s <= 0:
+            raise ValueError(f"AutoExposure: white_balance_s must be > 0 or None, got {white_balance_s}")
+        self.target = float(target)
+        self.deadband_ev = float(deadband_ev)
+        self.step_ev = float(step_ev)
+        self._alpha = 1.0 - float(np.exp(-1.0 / (time_constant_s * fps)))
+        self._wb_alpha = None if white_balance_s is None else 1.0 - float(np.exp(-1.0 / (white_balance_s * fps)))
+        self._ev = 0.0  # the loop's continuous state
+        self._wb = np.ones(3, np.float64)  # per-channel white-balance gains (mean 1)
+        self._started = False
+
+    @property
+    def exposure_ev(self) -> float:
+        """The applied exposure in EV (the loop's state rounded to `step_ev`)."""
+        return float(np.round(self._ev / self.step_ev) * self.step_ev) if self.step_ev > 0 else self._ev
+
+    @property
+    def gain(self) -> np.ndarray:
+        """The gain for the next frame, float32 [3] (equal in all channels without white balance)."""
+        return (2.0**self.exposure_ev * self._wb).astype(np.float32)
+
+    def update(self, value: np.ndarray) -> None:
+        """Meter one frame (float [H, W, 3] in 8-bit units, taken with the current `gain`)."""
+        if value.ndim != 3 or value.shape[2] != 3:
+            raise ValueError(f"AutoExposure.update: expected a frame [H, W, 3], got {value.shape}")
+        channel_means = np.maximum(value.reshape(-1, 3).mean(axis=0).astype(np.float64), 1e-3)
+        error_ev = float(np.log2(self.target / channel_means.mean()))
+        if self._wb_alpha is not None:
+            desired = self._wb / (channel_means / channel_means.mean())
+            desired = desired / desired.mean()
+            self._wb = self._wb + (self._wb_alpha if self._started else 1.0) * (desired - self._wb)
+        if not self._started:
+            self._ev += error_ev
+            self._started = True
+        elif abs(error_ev) > self.deadband_ev:
+            self._ev += self._alpha * error_ev
+
+
+def head_motion_bursts(
+    n_frames: int, fps: float, width: int, rng: np.random.Generator, per_minute: float = 6.0, amplitude: float = 1.0
+) -> np.ndarray:
+    """Occasional quick head movements to add to a session's smooth pose track: [n_frames, 4] offsets of
+    (tx px, ty px, rotation deg, scale - 1).
+
+    Bursts arrive as a Poisson process (`per_minute` on average); each is a turn or nod lasting 0.3-1.2 s
+    (raised-cosine out and back) of up to 6 % of the frame width sideways, 4 % up/down, 6 degrees in-plane and
+    4 % scale (leaning in), times `amplitude`; the spectrum of such a burst reaches into the pulse band, as
+    talking and looking around do in real webcam video, unlike the smooth drift the default scene has.
+    """
+    if n_frames < 1 or fps <= 0 or width <= 0 or per_minute < 0 or amplitude < 0:
+        raise ValueError(
+            f"head_motion_bursts: need n_frames >= 1, fps > 0, width > 0, per_minute >= 0, amplitude >= 0, got "
+            f"{n_frames}, {fps}, {width}, {per_minute}, {amplitude}"
+        )
+    out = np.zeros((n_frames, 4))
+    duration_s = n_frames / fps
+    n_bursts = rng.poisson(per_minute * duration_s / 60.0)
+    t = np.arange(n_frames) / fps
+    top = np.array([0.06 * width, 0.04 * width, 6.0, 0.04]) * amplitude
+    for _ in range(n_bursts):
+        start, length = rng.uniform(-0.5, duration_s), rng.uniform(0.3, 1.2)
+        x = (t - start) / length
+        shape = np.where((x > 0) & (x < 1), 0.5 * (1 - np.cos(2 * np.pi * np.clip(x, 0, 1))), 0.0)
+        out += shape[:, None] * rng.uniform(-1.0, 1.0, 4) * top
+    return out
+
+
+def jitter_face_boxes(boxes: np.ndarray, rng: np.random.Generator, sigma: float = 0.02) -> np.ndarray:
+    """Face boxes [n, 4] (x0, y0, x1, y1) as a face detector/tracker reports them: the exact box with each
+    edge moved by a random amount, relative std `sigma` of the box size, correlated over about 3 frames (a
+    tracker smooths), so the ROI cells slide over the skin from frame to frame as they do on real video."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"jitter_face_boxes: expected boxes [n, 4], got {boxes.shape}")
+    if sigma < 0:
+        raise ValueError(f"jitter_face_boxes: sigma must be >= 0, got {sigma}")
+    n = len(boxes)
+    size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)  # w, h, w, h
+    noise = rng.standard_normal((n + 12, 4))
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    smooth = np.stack([np.convolve(noise[:, k], kernel / np.linalg.norm(kernel), mode="valid") for k in range(4)], 1)
+    return boxes + sigma * size * smooth[:n]
