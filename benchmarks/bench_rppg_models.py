@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
-import math
 import os
 import platform
 import sys
@@ -35,7 +34,6 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import torch
 import torch.nn.functional as F
 import yaml
@@ -93,19 +91,18 @@ def readout_settings() -> dict[str, float]:
 
 
 def make_readout(fps: float, n: int, taper: str) -> SpectralHeartRate:
-    """The network's `SpectralHeartRate`; taper "hann" (as the network has it) or "tukey" (alpha TUKEY_ALPHA)."""
+    """The network's `SpectralHeartRate`; taper "hann" (the network's default) or "tukey" (alpha TUKEY_ALPHA)."""
     s = readout_settings()
-    shr = SpectralHeartRate(
-        fps, n, s["hr_min_bpm"], s["hr_max_bpm"], s["hr_resolution_bpm"], temperature=s["hr_temperature"]
+    return SpectralHeartRate(
+        fps,
+        n,
+        s["hr_min_bpm"],
+        s["hr_max_bpm"],
+        s["hr_resolution_bpm"],
+        temperature=s["hr_temperature"],
+        taper=taper,
+        taper_alpha=TUKEY_ALPHA,
     )
-    if taper == "tukey":
-        window = torch.tensor(scipy.signal.windows.tukey(n, TUKEY_ALPHA), dtype=torch.float64)
-        phase = 2 * math.pi * (torch.arange(n, dtype=torch.float64) / fps)[:, None] * (shr.bins_bpm.double() / 60)
-        shr.cos_basis = (window[:, None] * torch.cos(phase)).float()
-        shr.sin_basis = (window[:, None] * torch.sin(phase)).float()
-    elif taper != "hann":
-        raise ValueError(f"unknown taper {taper!r}")
-    return shr
 
 
 def load_clips(init_args: dict) -> tuple[dict[str, Clips], ClipDataModule, float]:

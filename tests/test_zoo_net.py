@@ -154,3 +154,22 @@ def test_outputs_table_without_physiology_says_nan() -> None:
     outputs = {"expression_probs": np.full((2, 7), 1 / 7), "stress_probs": np.full((2, 3), 1 / 3)}
     table = outputs_table(outputs, list("abcdefg"), list("lnh"))
     assert table["hr_bpm"].isna().all() and len(table) == 2
+
+
+def test_tukey_taper_reads_the_heart_rate_and_is_configurable() -> None:
+    from stress_lightning.models.backbones.rppg import SpectralHeartRate
+
+    t_s = torch.arange(200) / 25.0
+    pulse = torch.sin(2 * torch.pi * (72.0 / 60.0) * t_s)[None]
+    for taper in ("hann", "tukey"):
+        hr, spectrum = SpectralHeartRate(25.0, 200, taper=taper, temperature=0.05)(pulse)
+        assert abs(hr.item() - 72.0) < 0.5 and spectrum.sum().item() == pytest.approx(1.0)
+    # The flat window weighs every second of the clip: its basis keeps full weight from 1 s to 7 s.
+    tukey = SpectralHeartRate(25.0, 200, taper="tukey", taper_alpha=0.25)
+    assert tukey.cos_basis[25:175, 0].abs().max() > 0.99
+    net = tiny_net(hr_taper="tukey")
+    expected = SpectralHeartRate(25.0, 64, taper="tukey", temperature=0.05).cos_basis
+    torch.testing.assert_close(net.heart_rate.cos_basis, expected)
+    assert MultiTaskNet.from_config(net.config).config["hr_taper"] == "tukey"
+    with pytest.raises(ValueError, match="taper must be one of"):
+        SpectralHeartRate(25.0, 200, taper="hamming")

@@ -69,6 +69,8 @@ class MultiTaskNet(nn.Module):
         fps: ROI frame rate; roi_frames: ROI length Tr. The DFT basis is built for exactly this length.
         hr_min_bpm, hr_max_bpm, hr_resolution_bpm: the heart-rate band and its bin spacing.
         hr_temperature: soft-argmax temperature on the log band spectrum.
+        hr_taper, hr_taper_alpha: the window of the spectral heart rate over the clip ("hann", or "tukey" with its
+            tapered fraction; see `SpectralHeartRate`).
         dropout: default dropout of the heads.
         streams: the streams built, out of "spatial", "temporal", "rppg" (the ablations). Without "rppg" the net
             has no pulse, heart-rate or HRV outputs (`output_names` lists what it has) and the stress head reads no
@@ -116,6 +118,8 @@ class MultiTaskNet(nn.Module):
         hr_max_bpm: float = 180.0,
         hr_resolution_bpm: float = 1.0,
         hr_temperature: float = 0.05,
+        hr_taper: str = "hann",
+        hr_taper_alpha: float = 0.25,
         dropout: float = 0.3,
         streams: list[str] | None = None,
         stress_inputs: list[str] | None = None,
@@ -152,6 +156,8 @@ class MultiTaskNet(nn.Module):
                 "hr_max_bpm": float(hr_max_bpm),
                 "hr_resolution_bpm": float(hr_resolution_bpm),
                 "hr_temperature": float(hr_temperature),
+                "hr_taper": hr_taper,
+                "hr_taper_alpha": float(hr_taper_alpha),
                 "dropout": float(dropout),
                 "streams": list(chosen_streams),
                 "stress_inputs": list(chosen_inputs),
@@ -188,6 +194,8 @@ class MultiTaskNet(nn.Module):
                 max_bpm=cfg["hr_max_bpm"],
                 resolution_bpm=cfg["hr_resolution_bpm"],
                 temperature=cfg["hr_temperature"],
+                taper=cfg["hr_taper"],
+                taper_alpha=cfg["hr_taper_alpha"],
             )
             if has_rppg
             else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import scipy.signal
 import torch
 from torch import nn
 
@@ -112,7 +113,15 @@ class SpectralHeartRate(nn.Module):
         n_samples: pulse length Tr (the basis is built for this length).
         min_bpm, max_bpm, resolution_bpm: the band and its bin spacing.
         temperature: softmax temperature on the log spectrum; smaller is closer to a hard argmax.
+        taper: the window over the clip, "hann" or "tukey" (flat in the middle, cosine edges over `taper_alpha`
+            of the clip). The reference heart rate is the mean over every beat of the clip, while a Hann window
+            weighs the middle seconds most: on the synthetic test clips the exact rendered pulse itself reads 1.17
+            bpm MAE through Hann and 0.74 through Tukey(0.25), and every method gains alike
+            (benchmarks/results/rppg_models.md).
+        taper_alpha: the Tukey window's tapered fraction (0: rectangular, 1: Hann).
     """
+
+    TAPERS = ("hann", "tukey")
 
     def __init__(
         self,
@@ -122,8 +131,15 @@ class SpectralHeartRate(nn.Module):
         max_bpm: float = 180.0,
         resolution_bpm: float = 1.0,
         temperature: float = 0.1,
+        taper: str = "hann",
+        taper_alpha: float = 0.25,
     ) -> None:
         super().__init__()
+        if taper not in self.TAPERS or not 0.0 <= taper_alpha <= 1.0:
+            raise ValueError(
+                f"SpectralHeartRate: taper must be one of {list(self.TAPERS)} with 0 <= taper_alpha <= 1, "
+                f"got {taper!r}, {taper_alpha}"
+            )
         if fps <= 0 or n_samples < 8:
             raise ValueError(f"SpectralHeartRate: need fps > 0 and n_samples >= 8, got {fps}, {n_samples}")
         if not 0 < min_bpm < max_bpm or resolution_bpm <= 0:
@@ -142,7 +158,10 @@ class SpectralHeartRate(nn.Module):
         n_bins = int(math.floor((max_bpm - min_bpm) / resolution_bpm + 1e-9)) + 1
         bins_bpm = min_bpm + resolution_bpm * torch.arange(n_bins, dtype=torch.float64)
         t_s = torch.arange(self.n_samples, dtype=torch.float64) / self.fps
-        window = torch.hann_window(self.n_samples, periodic=False, dtype=torch.float64)
+        if taper == "tukey":
+            window = torch.from_numpy(scipy.signal.windows.tukey(self.n_samples, taper_alpha))
+        else:
+            window = torch.hann_window(self.n_samples, periodic=False, dtype=torch.float64)
         phase = 2.0 * math.pi * t_s[:, None] * (bins_bpm[None, :] / 60.0)
         self.register_buffer("bins_bpm", bins_bpm.float(), persistent=False)
         self.register_buffer("cos_basis", (window[:, None] * torch.cos(phase)).float(), persistent=False)
