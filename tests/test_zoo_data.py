@@ -408,3 +408,26 @@ def read_video_frames(path: Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_roi_augment_presets_reach_the_training_samples(corpus: tuple[Path, Path]) -> None:
+    """`roi_augment`: off leaves the training ROI as cached, gain scales each channel by one factor per clip, camera
+    adds webcam effects; the evaluation splits are never augmented."""
+    root, cache = corpus
+    rois = {}
+    for preset in ("off", "gain", "camera"):
+        dm = _module(root, cache, roi_augment=preset)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        rois[preset] = (dm.datasets["train"][0]["roi"], dm.datasets["val"][0]["roi"])
+    off, gain, camera = rois["off"][0], rois["gain"][0], rois["camera"][0]
+    ratio = gain / off.clamp_min(1e-6)
+    per_channel = ratio.permute(1, 0, 2, 3).reshape(3, -1)
+    assert not torch.equal(gain, off) and (per_channel.std(dim=1) < 1e-4).all()
+    camera_ratio = (camera / off.clamp_min(1e-6)).permute(1, 0, 2, 3).reshape(3, -1)
+    assert not torch.equal(camera, off) and camera_ratio.std(dim=1).max() > 1e-3
+    assert all(torch.equal(rois[p][1], rois["off"][1]) for p in rois)
+    assert _module(root, cache).roi_augment == "off"
+    assert ClipDataModule(corpus="synthetic", root=str(root), augment=True).roi_augment == "gain"
+    with pytest.raises(ValueError, match="roi_augment"):
+        _module(root, cache, roi_augment="strong")

@@ -73,7 +73,7 @@ class ClipDataset(Dataset):
         labels: ClipLabels,
         roi_size: int,
         face_transform=None,
-        roi_augment: bool = False,
+        roi_augment: bool | str = False,
         reader: Corpus | None = None,
         on_error: Literal["fail", "skip"] = "fail",
         problems: list[Problem] | None = None,
@@ -145,7 +145,8 @@ class ClipDataset(Dataset):
             roi = torch.from_numpy(np.array(roi))
             frames = torch.from_numpy(faces).permute(0, 3, 1, 2)
             if self.roi_augment:
-                roi = roi_train_transform(roi)
+                preset = self.roi_augment if isinstance(self.roi_augment, str) else "gain"
+                roi = roi_train_transform(roi, preset=preset, fps=self.spec.fps)
             sidecars = self.clip_sidecars(index)
         if self.face_transform is not None:
             frames = self.face_transform(frames)
@@ -241,6 +242,10 @@ class ClipDataModule(pl.LightningDataModule):
             (each recording's mean: offline scoring of recorded sessions).
         detector, detect_every, no_face: face pipeline for items without face boxes (see `Preprocessing`).
         augment: face-window augmentation on training samples ("default" preset; `augment_preset` to change).
+        roi_augment: the rPPG ROI's training augmentation, "off", "gain" (one gain per colour channel per clip)
+            or "camera" (that, plus webcam effects that keep the pulse: sensor noise, exposure and white-balance
+            drift, quantisation, frame-time jitter; `data.transforms.roi_camera_transform`); None: "gain" when
+            `augment`, else "off".
         mix: CutMix/MixUp on the training batches' face windows for the expression task.
         balanced_sampling: draw training samples with weights inverse to their expression class frequency.
         workers: processes that decode items into the cache (and, for the synthetic corpus, render them).
@@ -284,6 +289,7 @@ class ClipDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         augment: bool = True,
         augment_preset: Literal["default", "light"] = "default",
+        roi_augment: Literal["off", "gain", "camera"] | None = None,
         mix: bool = False,
         balanced_sampling: bool = False,
         progress: bool = True,
@@ -340,6 +346,9 @@ class ClipDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.augment = augment
         self.augment_preset = augment_preset
+        if roi_augment not in (None, "off", "gain", "camera"):
+            raise ValueError(f"data.roi_augment must be off, gain, camera or null, got {roi_augment!r}")
+        self.roi_augment = roi_augment if roi_augment is not None else ("gain" if augment else "off")
         self.mix = ExpressionMix(len(self.expression_classes)) if mix else None
         self.balanced_sampling = balanced_sampling
         self.progress = progress
@@ -505,7 +514,7 @@ class ClipDataModule(pl.LightningDataModule):
                 labels,
                 self.roi_size,
                 transform,
-                roi_augment=train and self.augment,
+                roi_augment=self.roi_augment if train and self.roi_augment != "off" else False,
                 reader=self.reader,
                 on_error=self.on_error,
                 problems=self.problems,
@@ -743,7 +752,7 @@ class ClipDataModule(pl.LightningDataModule):
                 seed=seed,
                 drop_last=drop_last,
                 face_transform=transform,
-                roi_augment=train and self.augment,
+                roi_augment=self.roi_augment if train and self.roi_augment != "off" else False,
                 storage_options=self.shard_storage_options,
                 manifest=manifest,
             )

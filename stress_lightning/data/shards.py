@@ -640,7 +640,7 @@ class ShardedClipDataset(StreamingDataset):
         seed: int = 0,
         drop_last: bool | None = None,
         face_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        roi_augment: bool = False,
+        roi_augment: bool | str = False,
         storage_options: Mapping[str, Any] | None = None,
         manifest: Mapping[str, Any] | None = None,
         **streaming_options: Any,
@@ -699,7 +699,8 @@ class ShardedClipDataset(StreamingDataset):
         else:
             roi = torch.as_tensor(record["roi"])
             if self.roi_augment:
-                roi = roi_train_transform(roi)
+                preset = self.roi_augment if isinstance(self.roi_augment, str) else "gain"
+                roi = roi_train_transform(roi, preset=preset, fps=self.fps)
         if self.face_transform is not None:
             frames = self.face_transform(frames)
 
