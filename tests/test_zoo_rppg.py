@@ -256,3 +256,35 @@ def test_motion_bursts_and_box_jitter() -> None:
     assert 0.01 < moved.std() < 0.03
     # correlated over a few frames: neighbouring frames move together
     assert np.corrcoef(moved[:-1, 0], moved[1:, 0])[0, 1] > 0.5
+
+
+def test_camera_realism_options_of_the_generator(tmp_path: Path) -> None:
+    """The render options reach the corpus through SyntheticConfig; off, they leave the config hash (so a corpus
+    written before they existed) unchanged; on, they change the frames and the face boxes."""
+    from dataclasses import asdict
+
+    from stress_lightning.data.synthetic import OPTIONAL_DEFAULTS, SyntheticConfig, config_hash, generate_corpus
+
+    small = {"num_subjects": 3, "duration_s": 4.0, "width": 48, "height": 48, "seed": 3}
+    plain = SyntheticConfig(**small)
+    assert set(OPTIONAL_DEFAULTS) <= set(asdict(plain))
+    before = {k: v for k, v in asdict(plain).items() if k not in OPTIONAL_DEFAULTS}
+    assert config_hash(plain) == config_hash(SyntheticConfig(**before))
+    camera = SyntheticConfig(
+        **small,
+        skin_texture=0.1,
+        auto_exposure=True,
+        auto_white_balance=True,
+        motion_bursts_per_min=30.0,
+        box_jitter=0.02,
+    )
+    assert config_hash(camera) != config_hash(plain)
+    generate_corpus(tmp_path / "plain", plain, workers=1, progress=False)
+    generate_corpus(tmp_path / "camera", camera, workers=1, progress=False)
+    session = sorted((tmp_path / "plain").glob("S*/S*_low"))[0].relative_to(tmp_path / "plain")
+    boxes = [(tmp_path / name / session / "face_boxes.csv").read_text() for name in ("plain", "camera")]
+    assert boxes[0] != boxes[1]
+    with pytest.raises(ValueError, match="auto_white_balance needs auto_exposure"):
+        SyntheticConfig(**small, auto_white_balance=True)
+    with pytest.raises(ValueError, match="box_jitter must be >= 0"):
+        SyntheticConfig(**small, box_jitter=-0.1)

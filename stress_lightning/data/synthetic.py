@@ -122,6 +122,16 @@ class SyntheticConfig:
     h264_crf: int = 23
     body_keypoints: bool = True  # write OpenPose BODY_25 keypoints per frame (body/, `data.body.synthesize_body25`)
     landmarks: bool = True  # write the 12 face landmarks per frame (landmarks.csv, `data.render_landmarks`)
+    # Camera realism (render.py), all off by default (the default corpus is unchanged by them): per-subject skin
+    # texture, a webcam's auto-exposure loop (and grey-world white balance), quick head turns and nods (bursts per
+    # minute), face boxes jittered as a tracker reports them (relative std of the box size). With codec "h264"
+    # these bring the classic methods' and the learned streams' errors towards what real webcams show
+    # (benchmarks/results/rppg_models.md).
+    skin_texture: float = 0.0
+    auto_exposure: bool = False
+    auto_white_balance: bool = False
+    motion_bursts_per_min: float = 0.0
+    box_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -141,9 +151,18 @@ class SyntheticConfig:
             problems.append(f"codec must be 'ffv1' or 'h264', got {self.codec!r}")
         if not 0.0 < self.pulse_amplitude <= 0.02:
             problems.append(f"pulse_amplitude must be in (0, 0.02], got {self.pulse_amplitude}")
-        for name in ("noise_scale", "motion_scale", "lighting_drift"):
+        for name in (
+            "noise_scale",
+            "motion_scale",
+            "lighting_drift",
+            "skin_texture",
+            "motion_bursts_per_min",
+            "box_jitter",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.auto_white_balance and not self.auto_exposure:
+            problems.append("auto_white_balance needs auto_exposure (the camera loop that applies it)")
         if not self.pulse_source_fs_hz > 0:
             problems.append(f"pulse_source_fs_hz must be > 0, got {self.pulse_source_fs_hz}")
         if problems:
@@ -435,6 +454,9 @@ def session_scene(plan: SessionPlan, config: SyntheticConfig, resp: np.ndarray) 
     ty = ms * (0.012 * w * _smooth_noise(n, fps, 0.8, rng) + 0.002 * w * resp)  # breathing moves the head
     rot = np.clip(ms * 1.2 * _smooth_noise(n, fps, 1.0, rng), -3.0, 3.0)
     scale = 1.0 + np.clip(ms * 0.015 * _smooth_noise(n, fps, 1.5, rng), -0.04, 0.04)
+    if config.motion_bursts_per_min > 0:
+        bursts = render.head_motion_bursts(n, fps, w, _rng(*plan.seed, 5), config.motion_bursts_per_min, ms)
+        tx, ty, rot, scale = tx + bursts[:, 0], ty + bursts[:, 1], rot + bursts[:, 2], scale + bursts[:, 3]
     poses = [render.Pose(float(a), float(b), float(c), float(d)) for a, b, c, d in zip(tx, ty, rot, scale, strict=True)]
     base = rng.uniform(0.72, 0.85)
     warmth = rng.uniform(-0.05, 0.05)
@@ -473,7 +495,7 @@ def render_frames(
     if scene is None:
         scene = session_scene(plan, config, signals.resp)
     if renderer is None:
-        renderer = render.FaceRenderer(plan.subject.identity, config.width, config.height)
+        renderer = render.FaceRenderer(plan.subject.identity, config.width, config.height, config.skin_texture)
     elif renderer.identity != plan.subject.identity:
         raise ValueError(f"{plan.session_id}: renderer was built for another identity")
     background = render.render_background(plan.subject.identity, config.width, config.height)
@@ -484,6 +506,9 @@ def render_frames(
     # ~1.5-2 levels after the area-averaging that shrinks a 640x480 face video to this size; the pulse
     # (<= 0.77 levels peak-to-peak) then needs hundreds of skin pixels averaged to stand out.
     shot, read = 0.0025 * config.noise_scale**2, 0.35 * config.noise_scale
+    camera = None
+    if config.auto_exposure:
+        camera = render.AutoExposure(config.fps, white_balance_s=3.0 if config.auto_white_balance else None)
     for i in range(config.n_frames):
         layers = renderer.layers(scene.labels[i], scene.intensity[i])
         face, skin = render.warp_layers(layers, renderer, scene.poses[i])
@@ -499,7 +524,10 @@ def render_frames(
             nrng.standard_normal(face.shape[:2] + (3,), dtype=np.float32) if noise else None,
             shot,
             read,
+            exposure=None if camera is None else camera.gain,
         )
+        if camera is not None:
+            camera.update(value)
         yield (value if as_float else render.quantize(value)), scene.poses[i].box(renderer.box)
 
 
@@ -582,7 +610,7 @@ def _render_subject(
     import cv2
 
     cv2.setNumThreads(1)  # parallelism is across subjects
-    renderer = render.FaceRenderer(plans[0].subject.identity, config.width, config.height)
+    renderer = render.FaceRenderer(plans[0].subject.identity, config.width, config.height, config.skin_texture)
     return [_render_session(plan, config, out_dir, source, renderer) for plan in plans]
 
 
@@ -626,6 +654,8 @@ def _render_session(
 
     video_name = "video.mkv" if config.codec == "ffv1" else "video.mp4"
     write_video(session_dir / video_name, frames(), config)
+    if config.box_jitter > 0:
+        boxes = list(render.jitter_face_boxes(np.array(boxes), _rng(*plan.seed, 6), config.box_jitter))
     box_rows = [(i, *(f"{v:.2f}" for v in b)) for i, b in enumerate(boxes)]
     (session_dir / "face_boxes.csv").write_text(_fmt_rows(box_rows, "frame,x0,y0,x1,y1"))
     duration = config.n_frames / config.fps
@@ -697,8 +727,23 @@ def corpus_fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
+# Options added after a generator version with their "off" values: a corpus written before they existed is the
+# corpus they give when off, so they enter the hash (and the comparison with corpus.json) only when on.
+OPTIONAL_DEFAULTS = {
+    "skin_texture": 0.0,
+    "auto_exposure": False,
+    "auto_white_balance": False,
+    "motion_bursts_per_min": 0.0,
+    "box_jitter": 0.0,
+}
+
+
+def _config_record(config: SyntheticConfig) -> dict:
+    return {k: v for k, v in asdict(config).items() if not (k in OPTIONAL_DEFAULTS and v == OPTIONAL_DEFAULTS[k])}
+
+
 def config_hash(config: SyntheticConfig) -> str:
-    payload = {"config": asdict(config), "version": GENERATOR_VERSION}
+    payload = {"config": _config_record(config), "version": GENERATOR_VERSION}
     if config.pulse_source is not None:
         src = Path(config.pulse_source)
         files = [src] if src.suffix.lower() == ".csv" else sorted(src.parent.glob(src.name + ".*"))
@@ -716,7 +761,8 @@ def _check_existing(root: Path, config: SyntheticConfig, digest: str) -> bool:
             raise ValueError(f"{manifest}: not valid JSON ({exc}); remove {root} to regenerate") from exc
         if meta.get("config_hash") == digest and meta.get("generator_version") == GENERATOR_VERSION:
             return True
-        differing = [k for k, v in asdict(config).items() if meta.get("config", {}).get(k, object()) != v]
+        stored = {**OPTIONAL_DEFAULTS, **meta.get("config", {})}
+        differing = [k for k, v in asdict(config).items() if stored.get(k, object()) != v]
         if meta.get("generator_version") != GENERATOR_VERSION:
             differing.append(f"generator_version {meta.get('generator_version')} != {GENERATOR_VERSION}")
         raise ValueError(
