@@ -36,6 +36,7 @@ FIXED_METRICS = {
     "loss_hr",
     "loss_hrv",
     "loss_stress",
+    "loss_ppg",
 }
 SUMMARY_KEYS = {"corpus", "splits", "expression", "unmapped", "stress", "cardiac", "problems"}
 

@@ -119,7 +119,12 @@ def test_dry_run_prints_each_fit_command(in_repo: Path, tmp_path: Path, capsys: 
     args = shlex.split(lines[0])
     assert args[:2] == ["stress-lightning", "fit"]
     configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
-    assert configs == ["conf/synthetic.yaml", "conf/size/cpu.yaml", "conf/experiment/full.yaml"]
+    assert configs == [
+        "conf/synthetic.yaml",
+        "conf/size/cpu.yaml",
+        "conf/experiment/full.yaml",
+        "conf/experiment/stress_classic.yaml",
+    ]
     assert f"--trainer.default_root_dir={tmp_path / 'abl' / 'full'}" in args
     assert "--trainer.logger.init_args.experiment_name=stress-lightning-ablations" in args
     assert "--trainer.logger.init_args.run_name=full" in args

@@ -294,7 +294,7 @@ def test_fsdp_preset_wraps_every_stream_and_saves_full_checkpoints() -> None:
     from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from stress_lightning.models.registry import RPPG_BACKBONES, SPATIAL_BACKBONES, TEMPORAL_BACKBONES
+    from stress_lightning.models.registry import BODY_BACKBONES, RPPG_BACKBONES, SPATIAL_BACKBONES, TEMPORAL_BACKBONES
 
     config = yaml.safe_load((REPO / "conf" / "trainer" / "fsdp.yaml").read_text())
     parser = ArgumentParser()
@@ -309,6 +309,6 @@ def test_fsdp_preset_wraps_every_stream_and_saves_full_checkpoints() -> None:
         module, _, name = path.rpartition(".")
         wrapped.append(getattr(importlib.import_module(module), name))
     # Every registered stream becomes an FSDP unit of its own (a new backbone family must be added to the preset).
-    for registry in (SPATIAL_BACKBONES, TEMPORAL_BACKBONES, RPPG_BACKBONES):
+    for registry in (SPATIAL_BACKBONES, TEMPORAL_BACKBONES, RPPG_BACKBONES, BODY_BACKBONES):
         for name in registry.names():
             assert issubclass(registry.get(name), tuple(wrapped)), f"{name} is not in fsdp.yaml's auto_wrap_policy"
