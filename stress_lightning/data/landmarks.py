@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
-import pandas as pd
 
 from stress_lightning.data.errors import CorpusError
-from stress_lightning.data.tables import read_csv_checked
+from stress_lightning.data.tables import numeric_column, read_csv_checked
 
 LANDMARK_NAMES: Final[tuple[str, ...]] = (
     "left_brow_inner",
@@ -82,7 +81,7 @@ def read_landmarks_csv(path: str | Path, n_frames: int | None = None) -> np.ndar
     table = read_csv_checked(path, [FRAME_COLUMN, *LANDMARK_COLUMNS], skipinitialspace=True)
     if not len(table):
         raise CorpusError(path, "lists no frame")
-    frames = _finite_column(path, table, FRAME_COLUMN)
+    frames = numeric_column(path, table, FRAME_COLUMN)
     if (frames < 0).any() or (frames != np.round(frames)).any():
         k = int(np.flatnonzero((frames < 0) | (frames != np.round(frames)))[0])
         raise CorpusError(path, f"data row {k + 1}: frame {frames[k]:g} is not a frame index (0, 1, 2, ...)")
@@ -92,22 +91,10 @@ def read_landmarks_csv(path: str | Path, n_frames: int | None = None) -> np.ndar
     _, first, counts = np.unique(frames, return_index=True, return_counts=True)
     if (counts > 1).any():
         raise CorpusError(path, f"frame {int(frames[first[np.flatnonzero(counts > 1)[0]]])} has more than one row")
-    points = np.stack([_finite_column(path, table, c) for c in LANDMARK_COLUMNS], axis=1)
+    points = np.stack([numeric_column(path, table, c) for c in LANDMARK_COLUMNS], axis=1)
     out = np.full((n_frames if n_frames is not None else int(frames.max()) + 1, NUM_LANDMARKS, 2), np.nan, np.float32)
     out[frames] = points.reshape(-1, NUM_LANDMARKS, 2)
     return out
-
-
-def _finite_column(path: Path, table: pd.DataFrame, column: str) -> np.ndarray:
-    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):
-        raise CorpusError(
-            path,
-            f"column {column!r} has {len(bad)} non-numeric or non-finite value(s), the first in data row "
-            f"{bad[0] + 1} ({table[column].iloc[bad[0]]!r})",
-        )
-    return values
 
 
 def write_landmarks_csv(path: str | Path, points: np.ndarray, decimals: int = 2) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 from stress_lightning.data.corpora.base import Corpus, OnError
 from stress_lightning.data.errors import CorpusError
 from stress_lightning.data.items import ExpressionEvent, ExpressionTimeline
-from stress_lightning.data.tables import read_csv_checked
+from stress_lightning.data.tables import numeric_column, read_csv_checked
 
 # Which of a pulse oximeter's signals is an item's cardiac ground truth: its waveform or its heart rate.
 CardiacChoice = Literal["ppg", "hr"]
@@ -174,25 +174,6 @@ def is_number(text: str) -> bool:
 
 # -- label tables (the synthetic corpus' expressions.csv, a manifest's event and segment files) ---------------------
 EVENT_COLUMNS: list[str] = ["start_s", "apex_start_s", "apex_end_s", "end_s", "label"]
-
-
-def numeric_column(path: Path, table: pd.DataFrame, column: str, missing_ok: bool = False) -> np.ndarray:
-    """A column as float64; a non-numeric, empty or non-finite cell is a problem naming the file and row.
-    `missing_ok`: empty and NaN cells (a recording's dropouts) are kept as NaN; text that is no number still is a
-    problem."""
-    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-    if missing_ok:
-        # pandas reads empty cells and NaN spellings as NA: a cell that is not NA but no number is text.
-        bad = np.flatnonzero(np.isnan(values) & table[column].notna().to_numpy())
-    else:
-        bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):
-        raise CorpusError(
-            path,
-            f"column {column!r} has {len(bad)} non-numeric or non-finite value(s), the first in data row "
-            f"{bad[0] + 1} ({table[column].iloc[bad[0]]!r})",
-        )
-    return values
 
 
 def label_column(path: Path, table: pd.DataFrame) -> list[str]:
