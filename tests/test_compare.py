@@ -266,3 +266,11 @@ def test_gpu_size_is_the_gpu_trainer_preset(
     differing = {k for k in gpu if k != "callbacks" and gpu[k] != cpu.get(k)}
     assert differing and all(config["trainer"][k] == gpu[k] for k in differing), differing
     assert "RegistryCallback" not in str(config["trainer"]["callbacks"])
+
+
+def test_smaller_is_better_for_errors_losses_and_fairness_gaps() -> None:
+    from stress_lightning.commands.compare import _lower_is_better
+
+    assert _lower_is_better("test/hr_mae_bpm") and _lower_is_better("val/loss")
+    assert _lower_is_better("test/fairness/gender/gap/expression_acc")
+    assert not _lower_is_better("test/stress_f1") and not _lower_is_better("test/fairness/gender/male/stress_f1")

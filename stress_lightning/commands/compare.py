@@ -321,7 +321,8 @@ def machine_description() -> str:
 
 def _lower_is_better(metric: str) -> bool:
     last = metric.rsplit("/", 1)[-1]
-    return any(word in last for word in _LOWER_IS_BETTER)
+    # A fairness gap (`test/fairness/<attribute>/gap/<metric>`) is better small whatever the metric.
+    return "/gap/" in metric or any(word in last for word in _LOWER_IS_BETTER)
 
 
 def _best(results: Sequence[RunResult], metric: str) -> float | None:
