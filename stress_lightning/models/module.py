@@ -300,7 +300,9 @@ class MultiTaskStressModule(pl.LightningModule):
         if "pulse_spectrum" not in out:
             return losses  # a network without the rPPG stream (an ablation)
         if "ppg" in batch:
-            losses["ppg"] = (neg_pearson_loss(out["pulse"], batch["ppg"]), batch["ppg_mask"] & batch["hr_mask"])
+            # Only where the ROI is real video (a still image's ROI is zeros; it has no ppg either).
+            roi_real = batch["roi_mask"] if "roi_mask" in batch else torch.ones_like(batch["ppg_mask"])
+            losses["ppg"] = (neg_pearson_loss(out["pulse"], batch["ppg"]), batch["ppg_mask"] & roi_real)
         hr = spectral_hr_loss(
             out["pulse_spectrum"], batch["hr_bpm"], self.net.bins_bpm, sigma_bpm=self.hparams.hr_sigma_bpm
         ) + F.smooth_l1_loss(out["hr_bpm"] / 10.0, batch["hr_bpm"] / 10.0, reduction="none")
@@ -327,9 +329,13 @@ class MultiTaskStressModule(pl.LightningModule):
         for task, value in losses.items():
             s = self.log_variances[task] if task in self.log_variances else None
             present = any(bool(m.any()) for p in parts if task in p for m in [p[task][1]])
-            if s is None or not present:
-                # A task absent from the step adds nothing: its log-variance term alone would drift to -inf.
+            if s is None:
                 total = total + self.loss_weights[task] * value
+                continue
+            if not present:
+                # A task absent from the step adds nothing: its log-variance term alone would drift to -inf. The zero
+                # keeps the parameter in the graph, so every rank of a DDP step reduces the same parameters.
+                total = total + self.loss_weights[task] * value + 0.0 * s
                 continue
             total = total + torch.exp(-s) * self.loss_weights[task] * value + s
         losses["total"] = total
