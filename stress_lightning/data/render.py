@@ -227,6 +227,19 @@ class Layers:
     skin_mask: np.ndarray  # float32 [H, W]: fraction of the pixel that is skin
 
 
+# Feature geometry in face-box fractions (u across, v down), shared with `render_landmarks`, which places the
+# landmarks on the features these draw.
+EYE_LINE_V = 0.45  # eye corners; the nose starts here
+EYE_LID_UPPER = 0.033  # upper lid height at the middle, x eye_size x eye_upper
+EYE_LID_LOWER = 0.024  # lower lid depth at the middle, x eye_size x eye_lower
+BROW_INNER_U = 0.065  # inner brow end, from the midline
+BROW_OUTER_U = 0.29  # outer brow end, from the midline
+BROW_OUTER_DV = 0.008  # the outer end sits lower than the inner one
+BROW_TOP_MIN_V = 0.296  # brows stay below it: the forehead ROI ends at v = 0.28
+MOUTH_LINE_V = 0.80  # mouth corners
+LIP_TOP_MIN_V = 0.745  # the upper lip stays below it: the cheek ROIs end at v = 0.72
+
+
 class FaceRenderer:
     """Draws one identity in the canonical pose (face box centred) and caches renders per expression level."""
 
@@ -353,9 +366,9 @@ class FaceRenderer:
     def _draw_eyes(self, c: Controls, paint) -> None:
         ident = self.identity
         x = np.linspace(-1, 1, 25)
-        ev = 0.45
-        hu = 0.033 * ident.eye_size * c.eye_upper
-        hl = 0.024 * ident.eye_size * c.eye_lower
+        ev = EYE_LINE_V
+        hu = EYE_LID_UPPER * ident.eye_size * c.eye_upper
+        hl = EYE_LID_LOWER * ident.eye_size * c.eye_lower
         for side in (-1, 1):
             eu = 0.5 + side * ident.eye_sep
             ew = ident.eye_width
@@ -379,22 +392,22 @@ class FaceRenderer:
         half = ident.brow_thickness / 2
         x = np.linspace(0, 1, 17)  # 0 = inner end, 1 = outer end
         for side in (-1, 1):
-            inner_u = 0.5 + side * (0.065 - c.brow_inner_du)
-            outer_u = 0.5 + side * 0.29
+            inner_u = 0.5 + side * (BROW_INNER_U - c.brow_inner_du)
+            outer_u = 0.5 + side * BROW_OUTER_U
             u = inner_u + (outer_u - inner_u) * x
             v_inner = ident.brow_v + c.brow_inner_dv
-            v_outer = ident.brow_v + 0.008 + c.brow_outer_dv
+            v_outer = ident.brow_v + BROW_OUTER_DV + c.brow_outer_dv
             arch = (0.012 + c.brow_arch) * np.sin(np.pi * np.clip(x * 1.15, 0, 1))
             v = v_inner + (v_outer - v_inner) * x - arch
             th = half * (1.15 - 0.5 * x)  # thicker at the inner end
-            top = np.maximum(v - th, 0.296)  # keep the forehead ROI (ends at v = 0.28) clear of brows
+            top = np.maximum(v - th, BROW_TOP_MIN_V)
             paint(self._mask([self._pts(np.r_[u, u[::-1]], np.r_[top, (v + th)[::-1]])]), rgb, 0.0)
 
     def _draw_mouth(self, c: Controls, paint) -> None:
         ident = self.identity
         x = np.linspace(-1, 1, 33)
         mw = ident.mouth_width * c.mouth_width
-        mu, mv = 0.5, 0.80
+        mu, mv = 0.5, MOUTH_LINE_V
         center = mv + c.corner_dv * x**2
         bulge = 1 - x**2
         asym = c.mouth_asym * np.clip(x, 0, 1) * bulge * 2
@@ -403,8 +416,7 @@ class FaceRenderer:
         lt = ident.lip_thickness * c.lip_thickness
         up_out = up_in - lt * np.sqrt(bulge) * 0.9 - 0.002
         lo_out = lo_in + lt * np.sqrt(bulge) * 1.1 + 0.002
-        # The lips' top edge stays below v = 0.745 so the cheek ROIs (end at 0.72) never see them.
-        up_out = np.maximum(up_out, 0.745)
+        up_out = np.maximum(up_out, LIP_TOP_MIN_V)
         uu = mu + mw * x
         paint(self._mask([self._pts(np.r_[uu, uu[::-1]], np.r_[up_out, lo_out[::-1]])]), ident.lip_rgb, 0.0)
         opening = np.maximum(lo_in - up_in, 0)

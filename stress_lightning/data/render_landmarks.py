@@ -26,33 +26,33 @@ def canonical_landmarks_uv(identity: render.Identity, c: render.Controls) -> np.
     """[12, 2] (u, v) face-box fractions of the canonical (unposed) render with controls `c`."""
     points: dict[str, tuple[float, float]] = {}
     # Brows (`_draw_brows`): centre line at the inner (x = 0) and outer (x = 1) end, where the arch is zero; the
-    # drawn top is clipped at v = 0.296, so the middle of what is drawn is used.
+    # drawn top is clipped at BROW_TOP_MIN_V, so the middle of what is drawn is used.
     half = identity.brow_thickness / 2
     for side, name in ((-1, "left"), (1, "right")):
-        inner_u = 0.5 + side * (0.065 - c.brow_inner_du)
-        outer_u = 0.5 + side * 0.29
+        inner_u = 0.5 + side * (render.BROW_INNER_U - c.brow_inner_du)
+        outer_u = 0.5 + side * render.BROW_OUTER_U
         for end, u, v, th in (
             ("inner", inner_u, identity.brow_v + c.brow_inner_dv, half * 1.15),
-            ("outer", outer_u, identity.brow_v + 0.008 + c.brow_outer_dv, half * 0.65),
+            ("outer", outer_u, identity.brow_v + render.BROW_OUTER_DV + c.brow_outer_dv, half * 0.65),
         ):
-            top = max(v - th, 0.296)
+            top = max(v - th, render.BROW_TOP_MIN_V)
             points[f"{name}_brow_{end}"] = (u, (top + v + th) / 2)
-    # Eyes (`_draw_eyes`): corners at v = 0.45, mid lids at 0.45 - hu and 0.45 + hl.
-    ev = 0.45
-    hu = 0.033 * identity.eye_size * c.eye_upper
-    hl = 0.024 * identity.eye_size * c.eye_lower
+    # Eyes (`_draw_eyes`): corners on EYE_LINE_V, mid lids hu above and hl below it.
+    ev = render.EYE_LINE_V
+    hu = render.EYE_LID_UPPER * identity.eye_size * c.eye_upper
+    hl = render.EYE_LID_LOWER * identity.eye_size * c.eye_lower
     for side, name in ((-1, "left"), (1, "right")):
         points[f"{name}_eye_centre"] = (0.5 + side * identity.eye_sep, ev + (hl - hu) / 4)
     # Nose (`_render`): the tip's specular highlight.
-    points["nose_tip"] = (0.5, 0.45 + identity.nose_length - 0.02)
+    points["nose_tip"] = (0.5, render.EYE_LINE_V + identity.nose_length - 0.02)
     # Mouth (`_draw_mouth`): corners at x = +-1 (no bulge), lips on the midline x = 0.
     mw = identity.mouth_width * c.mouth_width
-    mv = 0.80
+    mv = render.MOUTH_LINE_V
     points["mouth_left_corner"] = (0.5 - mw, mv + c.corner_dv)
     points["mouth_right_corner"] = (0.5 + mw, mv + c.corner_dv)
     lt = identity.lip_thickness * c.lip_thickness
     up_in = mv - (0.25 * c.mouth_open + c.upper_lip_up)
-    up_out = max(up_in - lt * 0.9 - 0.002, 0.745)
+    up_out = max(up_in - lt * 0.9 - 0.002, render.LIP_TOP_MIN_V)
     lo_in = mv + 0.75 * c.mouth_open
     lo_out = lo_in + lt * 1.1 + 0.002
     points["upper_lip"] = (0.5, (up_in + up_out) / 2)
